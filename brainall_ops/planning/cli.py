@@ -1,0 +1,37 @@
+"""`brainall-ops plan`: the dry run. Exit 0: nothing to change, 2: changes, 1: error."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from brainall_ops.rolemap.cli import rolemap_option
+from brainall_ops.rolemap.loader import BUILTIN_ROLEMAP, display_path, load_rolemap
+
+
+@click.command()
+@rolemap_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+@click.option("--live", is_flag=True, help="Also read live state (read-only calls only).")
+def plan(rolemap_path: Path | None, as_json: bool, live: bool) -> None:
+    """Show, phase by phase, what the deploys would do. Touches nothing."""
+    from brainall_ops.planning.plan import build_plan
+
+    path = rolemap_path or BUILTIN_ROLEMAP
+    rm = load_rolemap(path)
+    result = build_plan(rm, display_path(path), live=live)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2, sort_keys=False))
+    else:
+        from brainall_ops.planning.render import render_plan
+
+        render_plan(result)
+    if result.refusals:
+        if as_json:
+            for refusal in result.refusals:
+                click.echo(f"refused: {refusal}", err=True)
+        sys.exit(1)
+    sys.exit(2 if result.has_changes else 0)

@@ -1,0 +1,114 @@
+"""From the role map to placement inputs, and the budget each Proxmox host is left with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from brainall_ops.planning.placement import HostCapacity, Placement, PlacementResult, VMRequest, place
+from brainall_ops.rolemap.models import RoleMap
+
+
+def host_capacities(rm: RoleMap) -> list[HostCapacity]:
+    headroom = rm.placement.headroom
+    out = []
+    for h in rm.proxmox_hosts:
+        assert h.proxmox is not None
+        known_vcpu = sum(vm.vcpu or 0 for vm in h.proxmox.existing_vms)
+        out.append(
+            HostCapacity(
+                name=h.name,
+                latency_ms=h.measured.latency_from_gpu_ms,
+                serves=frozenset(h.serves),
+                ram_total_gb=h.hardware.ram_gb,
+                ram_free_gb=h.measured.ram_free_gb,
+                ram_headroom_gb=h.hardware.ram_gb * headroom.ram_pct / 100,
+                vcpu_total=h.hardware.threads * headroom.vcpu_overcommit,
+                vcpu_used=known_vcpu,
+                disk_free_gb=h.measured.disk_free_gb,
+                disk_headroom_gb=h.hardware.disk_gb * headroom.disk_pct / 100,
+            )
+        )
+    return out
+
+
+def existing_vm_hosts(rm: RoleMap) -> dict[str, str]:
+    """VMs of the plan that the role map already records as running: VM -> host."""
+    wanted = {vm.name for vm in rm.vms}
+    return {
+        existing.name: h.name
+        for h in rm.proxmox_hosts
+        for existing in (h.proxmox.existing_vms if h.proxmox else [])
+        if existing.name in wanted
+    }
+
+
+def place_rolemap(rm: RoleMap) -> PlacementResult:
+    """Placement of every VM of the role map (VMs already running stay where they are)."""
+    already = existing_vm_hosts(rm)
+    requests = [
+        VMRequest(vm.name, vm.tier, vm.vcpu, vm.memory_gb, vm.disk_gb, vm.latency_sensitive, vm.host)
+        for vm in rm.vms
+        if vm.name not in already
+    ]
+    result = place(requests, host_capacities(rm), rm.placement.latency_budget_ms, rm.placement.reference_host)
+    for vm in rm.vms:
+        if vm.name in already:
+            result.placements.append(
+                Placement(
+                    vm.name,
+                    already[vm.name],
+                    vm.vcpu,
+                    vm.memory_gb,
+                    vm.disk_gb,
+                    f"already running on {already[vm.name]} (recorded in the role map)",
+                )
+            )
+    order = {vm.name: i for i, vm in enumerate(rm.vms)}
+    result.placements.sort(key=lambda p: order[p.vm])
+    return result
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A Proxmox host's memory budget after the plan."""
+
+    host: str
+    ram_total_gb: float
+    ram_free_gb: float
+    planned_gb: float
+    used_after_gb: float
+    vcpu_planned: int
+    vms: tuple[str, ...]
+
+    @property
+    def planned_pct_of_free(self) -> float:
+        return 100 * self.planned_gb / self.ram_free_gb if self.ram_free_gb else 0.0
+
+    @property
+    def used_after_pct(self) -> float:
+        return 100 * self.used_after_gb / self.ram_total_gb if self.ram_total_gb else 0.0
+
+
+def budgets(rm: RoleMap, result: PlacementResult) -> list[Budget]:
+    """Both readings of the seed: new VMs against free RAM (prox-106: 56 of 118 GB, 47 %)
+    and the host's total use after the plan against its RAM."""
+    already = existing_vm_hosts(rm)
+    out = []
+    for h in rm.proxmox_hosts:
+        placed = [p for p in result.placements if p.host == h.name and p.vm not in already]
+        planned = sum(p.memory_gb for p in placed)
+        used = (
+            h.measured.ram_used_gb if h.measured.ram_used_gb is not None else h.hardware.ram_gb - h.measured.ram_free_gb
+        )
+        out.append(
+            Budget(
+                host=h.name,
+                ram_total_gb=h.hardware.ram_gb,
+                ram_free_gb=h.measured.ram_free_gb,
+                planned_gb=planned,
+                used_after_gb=used + planned,
+                vcpu_planned=sum(p.vcpu for p in placed),
+                vms=tuple(p.vm for p in placed),
+            )
+        )
+    return out

@@ -1,0 +1,65 @@
+"""`brainall-ops validate` and `brainall-ops inventory`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from brainall_ops.rolemap.loader import BUILTIN_ROLEMAP, REPO_ROOT, display_path, load_rolemap
+
+rolemap_option = click.option(
+    "--rolemap",
+    "rolemap_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Role map YAML (default: the built-in BrainAll V2 map, inventories/brainall-v2.yaml).",
+)
+
+
+@click.command()
+@rolemap_option
+def validate(rolemap_path: Path | None) -> None:
+    """Check a role map: schema, duplicates, references, placement."""
+    from brainall_ops.planning.fleet import place_rolemap
+
+    rm = load_rolemap(rolemap_path)
+    place_rolemap(rm)
+    click.echo(f"{display_path(rolemap_path or BUILTIN_ROLEMAP)}: ok ({len(rm.hosts)} hosts, {len(rm.vms)} VMs)")
+
+
+@click.command()
+@rolemap_option
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Directory for the inventory files (default: inventories/ of the repository).",
+)
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 if any file would change.")
+def inventory(rolemap_path: Path | None, out_dir: Path | None, check: bool) -> None:
+    """Write pyinfra inventories (one per site, plus lab.py) from the role map."""
+    import tempfile
+
+    from brainall_ops.rolemap.inventory import write_inventories
+
+    path = rolemap_path or BUILTIN_ROLEMAP
+    rm = load_rolemap(path)
+    target = out_dir or REPO_ROOT / "inventories"
+    if check:
+        with tempfile.TemporaryDirectory() as scratch:
+            fresh = write_inventories(rm, path, Path(scratch))
+            stale = [
+                target / p.name
+                for p, _ in fresh
+                if not (target / p.name).exists() or (target / p.name).read_bytes() != p.read_bytes()
+            ]
+        for p in stale:
+            click.echo(f"{display_path(p)}: out of date (run `brainall-ops inventory`)")
+        if stale:
+            raise SystemExit(1)
+        click.echo("inventories are up to date")
+        return
+    for p, changed in write_inventories(rm, path, target):
+        click.echo(f"{'wrote' if changed else 'unchanged'} {display_path(p)}")

@@ -1,0 +1,74 @@
+"""Phase 1 plan: Storage Box keys, mounts, backups and the Ollama model migration."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from brainall_ops.planning.changes import Change, Contribution
+from brainall_ops.rolemap.models import RoleMap
+
+if TYPE_CHECKING:
+    from brainall_ops.planning.plan import PlanContext
+
+
+def plan_changes(rm: RoleMap, context: PlanContext) -> Contribution:
+    out = Contribution()
+    if rm.storage is None:
+        return out
+    box = rm.storage.box
+    where = f"{box.user}@{box.hostname}:{box.ssh_port}"
+    if box.password_must_be_reset:
+        out.warnings.append(
+            f"storage box {box.hostname}: the password must be reset before CIFS mounts work "
+            "(set BRAINALL_STORAGEBOX_PASSWORD or a secret file)"
+        )
+    clients = sorted({m.host for m in [*rm.storage.sshfs, *rm.storage.cifs, *rm.storage.backups]})
+    for host in clients:
+        out.changes.append(
+            Change("phase1", "storage", "create", host, f"ed25519 key installed on {where}, box host key pinned")
+        )
+    for m in rm.storage.sshfs:
+        out.changes.append(
+            Change(
+                "phase1",
+                "storage",
+                "create",
+                m.host,
+                f"SSHFS {where}/{m.remote_path} -> {m.mount_point} (automount)",
+                {"mount_point": m.mount_point, "remote_path": m.remote_path, "allow_other": m.allow_other},
+            )
+        )
+    for c in rm.storage.cifs:
+        unc = f"//{box.hostname}/{c.share}" + (f"/{c.subdir}" if c.subdir else "")
+        out.changes.append(
+            Change(
+                "phase1",
+                "storage",
+                "create",
+                c.host,
+                f"CIFS {unc} -> {c.mount_point} (vers=3.0, automount)",
+                {"mount_point": c.mount_point, "share": c.share},
+            )
+        )
+    for b in rm.storage.backups:
+        out.changes.append(
+            Change(
+                "phase1",
+                "storage",
+                "create",
+                b.host,
+                f"rsync backup '{b.name}' {', '.join(b.sources)} -> {where}/{b.destination} ({b.on_calendar})",
+                {"sources": b.sources, "destination": b.destination, "on_calendar": b.on_calendar},
+            )
+        )
+    if rm.inference and any(m.host == rm.inference.host for m in rm.storage.sshfs):
+        out.changes.append(
+            Change(
+                "phase1",
+                "storage",
+                "run",
+                rm.inference.host,
+                f"copy Ollama models {rm.inference.ollama_models_dir} to the box, verified by size and checksum",
+            )
+        )
+    return out
