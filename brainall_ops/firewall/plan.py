@@ -11,10 +11,10 @@ if TYPE_CHECKING:
     from brainall_ops.planning.plan import PlanContext
 
 
-def rules_for(rm: RoleMap, member: str) -> list[str]:
-    """Names of the policy rules that open something on `member`."""
+def rules_for(rm: RoleMap, member: str, groups: dict[str, list[str]] | None = None) -> list[str]:
+    """Names of the policy rules that open something on `member` (pass `groups` when calling in a loop)."""
     assert rm.firewall is not None
-    groups = rm.groups()
+    groups = groups if groups is not None else rm.groups()
     return [
         rule.name
         for rule in rm.firewall.rules
@@ -28,8 +28,9 @@ def plan_changes(rm: RoleMap, context: PlanContext) -> Contribution:
     if fw is None:
         return out
     closed = ", ".join(str(p) for p in fw.closed_ports)
+    groups = rm.groups()
     for name in [h.name for h in rm.hosts] + [v.name for v in rm.vms]:
-        rules = rules_for(rm, name)
+        rules = rules_for(rm, name, groups)
         out.changes.append(
             Change(
                 "phase2",

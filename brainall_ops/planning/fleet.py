@@ -93,9 +93,13 @@ def budgets(rm: RoleMap, result: PlacementResult) -> list[Budget]:
     """Both readings of the seed: new VMs against free RAM (prox-106: 56 of 118 GB, 47 %)
     and the host's total use after the plan against its RAM."""
     already = existing_vm_hosts(rm)
+    placed_on: dict[str, list[Placement]] = {}
+    for p in result.placements:
+        if p.vm not in already:
+            placed_on.setdefault(p.host, []).append(p)
     out = []
     for h in rm.proxmox_hosts:
-        placed = [p for p in result.placements if p.host == h.name and p.vm not in already]
+        placed = placed_on.get(h.name, [])
         planned = sum(p.memory_gb for p in placed)
         used = (
             h.measured.ram_used_gb if h.measured.ram_used_gb is not None else h.hardware.ram_gb - h.measured.ram_free_gb

@@ -73,9 +73,9 @@ class Plan:
                     "ram_total_gb": b.ram_total_gb,
                     "ram_free_gb": b.ram_free_gb,
                     "planned_gb": b.planned_gb,
-                    "planned_pct_of_free": round(b.planned_pct_of_free, 1),
+                    "planned_pct_of_free": round(b.planned_pct_of_free, 2),
                     "used_after_gb": b.used_after_gb,
-                    "used_after_pct": round(b.used_after_pct, 1),
+                    "used_after_pct": round(b.used_after_pct, 2),
                     "vcpu_planned": b.vcpu_planned,
                     "vms": list(b.vms),
                 }

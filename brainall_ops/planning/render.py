@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from rich.console import Console
 from rich.table import Table
 
@@ -12,7 +14,8 @@ STYLES = {"create": "green", "update": "yellow", "delete": "red", "unchanged": "
 
 
 def render_plan(plan: Plan, console: Console | None = None) -> None:
-    console = console or Console(highlight=False)
+    # Piped output (logs, grep, CI) gets a fixed wide layout instead of rich's 80 columns.
+    console = console or Console(highlight=False, width=None if sys.stdout.isatty() else 160)
     console.print(f"[bold]Plan for {plan.rolemap_name}[/bold] ({plan.source})\n")
 
     if plan.placement.placements:

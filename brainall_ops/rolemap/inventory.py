@@ -121,7 +121,7 @@ def render_inventory(
     for ep in members:
         data = _py(_host_data(rm, ep, environment, vm_hosts, rolemap_rel), 1)
         if environment == LAB_ENVIRONMENT:
-            data = "{**_LAB_SSH, " + data[1:]
+            data = "{**_LAB_SSH," + data[1:]
         lines.append(f"    ({ep.name!r}, {data}),")
     lines.append("]")
     for group, names in _groups(rm, [ep.name for ep in members], environment).items():

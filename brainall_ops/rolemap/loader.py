@@ -85,13 +85,45 @@ def _clean_loc(loc: Loc, index: LineIndex) -> Loc:
     return tuple(clean)
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+class _StrictLoader(_SafeLoader):  # type: ignore[misc, valid-type]
+    """Safe loader that refuses duplicate keys instead of keeping the last one silently."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        keys = [key.value for key, _ in node.value if isinstance(key, yaml.ScalarNode)]
+        if len(keys) != len(set(keys)):
+            raise _DuplicateKey
+        return super().construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    lambda loader, node: loader.construct_mapping(node),
+)
+
+
+def _line_index(text: str) -> LineIndex:
+    """Field path -> line. Only built when there is something to report: composing twice is
+    cheaper than walking every node of a large valid map."""
+    loader = _SafeLoader(text)
+    try:
+        return LineIndex(loader.get_single_node())
+    finally:
+        loader.dispose()
+
+
 def parse_rolemap(text: str, source: str) -> RoleMap:
     """Validate role-map text; raises RoleMapError listing every problem, one line each."""
+    duplicate = False
     try:
-        loader = _SafeLoader(text)
+        loader = _StrictLoader(text)
         try:
-            root = loader.get_single_node()
-            data = loader.construct_document(root) if root is not None else None
+            data = loader.get_single_data()
+        except _DuplicateKey:
+            data, duplicate = None, True
         finally:
             loader.dispose()
     except yaml.MarkedYAMLError as exc:
@@ -101,14 +133,19 @@ def parse_rolemap(text: str, source: str) -> RoleMap:
     except yaml.YAMLError as exc:
         raise RoleMapError([f"{source}:1: (yaml): {exc}"]) from None
 
-    index = LineIndex(root)
-    problems = [f"{source}:{line}: {format_path(loc)}: duplicate key" for loc, line in index.duplicates]
+    if duplicate:
+        index = _line_index(text)
+        raise RoleMapError(
+            [f"{source}:{line}: {format_path(loc)}: duplicate key" for loc, line in index.duplicates]
+        )
     if not isinstance(data, dict):
-        raise RoleMapError([*problems, f"{source}:1: (top level): the role map must be a mapping"])
+        raise RoleMapError([f"{source}:1: (top level): the role map must be a mapping"])
 
     try:
         rolemap = RoleMap.model_validate(data)
     except ValidationError as exc:
+        index = _line_index(text)
+        problems = []
         for error in exc.errors(include_url=False):
             loc = _clean_loc(tuple(error["loc"]), index)
             problems.append(f"{source}:{index.line_of(loc)}: {format_path(loc)}: {_message(error)}")
@@ -116,10 +153,12 @@ def parse_rolemap(text: str, source: str) -> RoleMap:
 
     from brainall_ops.rolemap.references import check_references
 
-    for loc, message in check_references(rolemap):
-        problems.append(f"{source}:{index.line_of(loc)}: {format_path(loc)}: {message}")
-    if problems:
-        raise RoleMapError(problems)
+    references = check_references(rolemap)
+    if references:
+        index = _line_index(text)
+        raise RoleMapError(
+            [f"{source}:{index.line_of(loc)}: {format_path(loc)}: {message}" for loc, message in references]
+        )
     return rolemap
 
 
