@@ -1,9 +1,20 @@
-"""Phase 3 plan: the GPU memory budget per model, and the Ollama -> vLLM migration steps."""
+"""Phase 3 plan: the GPU memory budget per model, and the Ollama -> vLLM migration steps.
+
+Refuses, with the numbers, a set of models that does not fit in the GPU: `brainall-ops plan`
+then exits 1 and the deploy refuses the same way before it touches the host.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from brainall_ops.inference.logic import (
+    aux_services,
+    build_services,
+    effective_inference,
+    migration_steps,
+    vram_budget,
+)
 from brainall_ops.planning.changes import Change, Contribution
 from brainall_ops.rolemap.models import RoleMap
 
@@ -11,69 +22,73 @@ if TYPE_CHECKING:
     from brainall_ops.planning.plan import PlanContext
 
 
-def vram_budget(rm: RoleMap) -> tuple[list[tuple[str, float]], float, float]:
-    """([(service, GB)], used GB, usable GB) on the inference host's GPU."""
-    assert rm.inference is not None
-    inf = rm.inference
-    gpu = rm.host(inf.host).hardware.gpu
-    vram = gpu.vram_gb if gpu else 0.0
-    items = [(m.name, m.gpu_memory_gb) for m in inf.models]
-    for aux in (inf.whisper, inf.embeddings):
-        if aux is not None and aux.device == "cuda":
-            items.append((aux.name, aux.gpu_memory_gb))
-    used = sum(gb for _, gb in items)
-    return items, used, vram * inf.gpu_memory_utilization_max
-
-
 def plan_changes(rm: RoleMap, context: PlanContext) -> Contribution:
     out = Contribution()
-    inf = rm.inference
-    if inf is None:
+    if rm.inference is None:
         return out
-    items, used, usable = vram_budget(rm)
-    gpu = rm.host(inf.host).hardware.gpu
-    vram = gpu.vram_gb if gpu else 0.0
-    shares = ", ".join(f"{name} {gb:g} GB" for name, gb in items)
-    if used > usable:
-        out.refusals.append(
-            f"inference on {inf.host}: the models need {used:g} GB of GPU memory ({shares}), "
-            f"but {vram:g} GB x {inf.gpu_memory_utilization_max:g} = {usable:.2f} GB is usable"
-        )
+    inf, overrides = effective_inference(rm)
+    if overrides:
+        out.warnings.append(f"inference: role map settings overridden by {overrides} ($BRAINALL_INFERENCE_OVERRIDES)")
+    budget = vram_budget(rm, inf)
+    if refusal := budget.refusal():
+        out.refusals.append(refusal)
         return out
-    for m in inf.models:
-        fraction = m.gpu_memory_gb / vram if vram else 0
+
+    address = str(rm.host(inf.host).address)
+    specs = build_services(inf, budget, address, synced=inf.models_source is not None)
+    for spec in specs:
+        if spec.device == "cuda":
+            share = (
+                f"{spec.gpu_memory_gb:g} GB of GPU memory ({spec.gpu_memory_utilization:g} of {budget.vram_gb:g} GB)"
+            )
+        else:
+            share = "CPU, no GPU memory"
+        length = f", max_model_len {spec.max_model_len}" if spec.max_model_len else ""
         out.changes.append(
             Change(
                 "phase3",
                 "inference",
                 "create",
                 inf.host,
-                f"vllm@{m.name}: {m.source} as '{m.served_name}' on :{m.port}, "
-                f"{m.gpu_memory_gb:g} GB ({fraction:.3f} of {vram:g} GB), max_model_len {m.max_model_len}",
-                {"model": m.name, "gpu_memory_gb": m.gpu_memory_gb, "gpu_memory_utilization": round(fraction, 3)},
+                f"{spec.unit}: {spec.source} as '{spec.served_name}' on :{spec.port}, {share}{length}",
+                {
+                    "service": spec.name,
+                    "unit": spec.unit,
+                    "served_name": spec.served_name,
+                    "port": spec.port,
+                    "device": spec.device,
+                    "gpu_memory_gb": spec.gpu_memory_gb,
+                    "gpu_memory_utilization": spec.gpu_memory_utilization,
+                },
             )
         )
-    for aux in (inf.whisper, inf.embeddings):
-        if aux is not None:
-            out.changes.append(
-                Change(
-                    "phase3", "inference", "create", inf.host, f"{aux.name}: {aux.model} on :{aux.port} ({aux.device})"
-                )
-            )
-    out.changes.append(
-        Change(
-            "phase3", "inference", "create", inf.host, f"redis cache on {rm.host(inf.host).address}:{inf.redis_port}"
-        )
-    )
+    on_cpu = [aux.name for aux in aux_services(inf) if aux.device == "cpu"]
     out.changes.append(
         Change(
             "phase3",
             "inference",
             "run",
             inf.host,
-            f"GPU budget {used:g} of {usable:.2f} usable GB ({shares}); stop and disable "
-            f"{inf.ollama_service} only once every model answers /health and /v1/models "
-            f"(frees {inf.ollama_ram_gb:g} GB RAM)",
+            f"GPU memory budget: {budget.used_gb:g} of {budget.usable_gb:.2f} usable GB "
+            f"({budget.vram_gb:g} GB x {budget.utilization_max:g}): {budget.shares}"
+            + (f"; on the CPU: {', '.join(on_cpu)}" if on_cpu else ""),
+            {
+                "vram_gb": budget.vram_gb,
+                "usable_gb": round(budget.usable_gb, 2),
+                "used_gb": budget.used_gb,
+                "items": [{"service": name, "gpu_memory_gb": gb} for name, gb in budget.items],
+            },
         )
     )
+    out.changes.append(
+        Change(
+            "phase3",
+            "inference",
+            "create",
+            inf.host,
+            f"redis cache on {address}:{inf.redis_port} and loopback only ({inf.redis_maxmemory_mb} MB, LRU)",
+        )
+    )
+    for number, step in enumerate(migration_steps(inf, specs), start=1):
+        out.changes.append(Change("phase3", "inference", "run", inf.host, f"migration step {number}: {step}"))
     return out

@@ -24,6 +24,7 @@ CONTRIBUTORS = (
     "brainall_ops.firewall.plan",
     "brainall_ops.inference.plan",
     "brainall_ops.backends.plan",
+    "brainall_ops.data.plan",
 )
 
 

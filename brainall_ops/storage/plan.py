@@ -61,14 +61,18 @@ def plan_changes(rm: RoleMap, context: PlanContext) -> Contribution:
                 {"sources": b.sources, "destination": b.destination, "on_calendar": b.on_calendar},
             )
         )
-    if rm.inference and any(m.host == rm.inference.host for m in rm.storage.sshfs):
+    move = rm.storage.ollama
+    if move is not None:
+        source = move.source or (rm.inference.ollama_models_dir if rm.inference else "?")
         out.changes.append(
             Change(
                 "phase1",
                 "storage",
                 "run",
-                rm.inference.host,
-                f"copy Ollama models {rm.inference.ollama_models_dir} to the box, verified by size and checksum",
+                move.host,
+                f"move Ollama models {source} to {where}/{move.remote_path} (verified by size and checksum, "
+                "then the local directory becomes a link to the SSHFS copy)",
+                {"source": source, "remote_path": move.remote_path},
             )
         )
     return out

@@ -66,7 +66,7 @@ def test_plan_human_output_shows_phases_and_budget() -> None:
 def test_plan_with_nothing_to_change_exits_0(tmp_path: Path) -> None:
     # A fleet with no VMs to create, no storage, Ceph healthy and no policy: nothing to do.
     text = BUILTIN_ROLEMAP.read_text()
-    keep = text[: text.index("\nstorage:\n")] + text[text.index("\nplacement:\n") : text.index("\nproxmox:\n")]
+    keep = text[: text.index("\nstorage:\n")] + text[text.index("\nbase:\n") : text.index("\nproxmox:\n")]
     keep += (
         "\nceph:\n  monitor_host: prox-101\n  osd_hosts: [prox-101]\n  raw_tb: 1\n  used_gb: 1\n  health: HEALTH_OK\n"
     )

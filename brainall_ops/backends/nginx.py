@@ -1,0 +1,74 @@
+"""nginx's side of the cluster: the upstream file, rendered from a route table and read back.
+
+A route table maps each backend port to `normal` (takes traffic), `backup` (only when every normal
+server has failed) or `down` (no new requests: being drained). It is the one thing a switch
+changes on the proxy host, one reload per step.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from functools import cache
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from brainall_ops.backends.spec import NGINX_UPSTREAM_PATH, UPSTREAM_NAME, ClusterSpec, Route
+from brainall_ops.rolemap.loader import REPO_ROOT
+
+TEMPLATES = REPO_ROOT / "templates" / "backends"
+_SERVER = re.compile(r"^\s*server\s+(?P<address>[^\s;]+):(?P<port>\d+)(?P<params>[^;]*);")
+
+
+@cache
+def _jinja() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(str(TEMPLATES)),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def render_template(name: str, **context: object) -> str:
+    return _jinja().get_template(name).render(**context)
+
+
+def render_upstream(spec: ClusterSpec, routes: Mapping[int, Route], address: str, note: str) -> str:
+    """The upstream file for `routes`, servers in role-map order."""
+    ordered = [(port, routes[port]) for port in spec.ports if port in routes]
+    if all(route == "backup" for _, route in ordered):
+        raise ValueError("nginx needs a server that is not a backup in an upstream")
+    if all(route == "down" for _, route in ordered):
+        raise ValueError("an upstream whose every server is down serves nothing")
+    return render_template(
+        "nginx-upstream.conf.j2",
+        upstream=UPSTREAM_NAME,
+        routes=ordered,
+        address=address,
+        proxy=spec.proxy,
+        note=note,
+    )
+
+
+def render_site(spec: ClusterSpec) -> str:
+    return render_template(
+        "nginx-site.conf.j2", upstream=UPSTREAM_NAME, upstream_path=NGINX_UPSTREAM_PATH, proxy=spec.proxy
+    )
+
+
+def parse_upstream(lines: Iterable[str]) -> dict[int, Route]:
+    """The route table of an upstream file (its `server` lines), as nginx will read it."""
+    routes: dict[int, Route] = {}
+    for line in lines:
+        match = _SERVER.match(line.split("#", 1)[0])
+        if match is None:
+            continue
+        params = match["params"].split()
+        route: Route = "down" if "down" in params else "backup" if "backup" in params else "normal"
+        routes[int(match["port"])] = route
+    return routes
+
+
+def describe_routes(spec: ClusterSpec, routes: Mapping[int, Route]) -> str:
+    return " ".join(f":{port}={routes[port]}" for port in spec.ports if port in routes) or "(none)"

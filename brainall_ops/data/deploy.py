@@ -1,0 +1,239 @@
+"""Phase 5, the data tier as pyinfra deploys: PostgreSQL and Redis on the data host, their
+clients on the app hosts, the nightly dump to the Storage Box, and the bastion's clean-up.
+
+Secrets come from the environment or secret files (`data.secrets`), only when the host needs
+them, and reach the host on stdin or as a SCRAM verifier (never a command line).
+"""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import OperationError, deploy
+from pyinfra.operations import apt, files, systemd
+from pyinfra.operations.util import any_changed
+
+from brainall_ops.data.logic import (
+    CLEANUP_LOG,
+    CLEANUP_UNIT,
+    DUMP_LOG,
+    DUMP_UNIT,
+    REDIS_AUTH,
+    REDIS_CONF,
+    REDIS_DROPIN,
+    SCRIPT_DIR,
+    UNIT_DIR,
+    DataSpec,
+    data_spec,
+    member_names,
+)
+from brainall_ops.data.operations import postgres_database, postgres_role
+from brainall_ops.data.rendering import template_path
+from brainall_ops.data.secrets import DB_APP_PASSWORD_ENV, REDIS_PASSWORD_ENV, required_secret
+from brainall_ops.deploy_context import environment_for, rolemap_for
+from brainall_ops.errors import BrainallError
+from brainall_ops.storage.logic import CLIENT_DIR, KEY_PATH
+from brainall_ops.storage.operations import (
+    box_directories,
+    box_host_key_pinned,
+    box_key_installed,
+    box_reachable,
+    secret_file,
+    ssh_keypair,
+)
+from brainall_ops.storage.secrets import Secret, box_password
+
+
+def _guarded(body) -> None:  # type: ignore[no-untyped-def]
+    # pyinfra prints its own errors as one line; anything else would be a traceback.
+    try:
+        body()
+    except BrainallError as exc:
+        raise OperationError(f"{host.name}: {exc}") from None
+
+
+@deploy("BrainAll data tier (phase 5)")
+def data_tier() -> None:
+    _guarded(_data_tier)
+
+
+def _data_tier() -> None:
+    rm = rolemap_for(host.data)
+    if rm.data is None:
+        return
+    name = host.data.brainall_name
+    if name == rm.data.host:
+        spec = data_spec(rm, environment_for(host.data))
+        _database_host(spec)
+    elif name in member_names(rm, list(rm.data.postgres.clients)):
+        apt.packages(
+            name="PostgreSQL and Redis clients",
+            packages=["postgresql-client", "redis-tools"],
+            update=True,
+            cache_time=6 * 3600,
+            no_recommends=True,
+        )
+    if rm.data.cleanup is not None and name == rm.data.cleanup.host:
+        _cleanup(rm.data.cleanup)
+
+
+def _database_host(spec: DataSpec) -> None:
+    app_password = required_secret(DB_APP_PASSWORD_ENV, f"the app role {spec.role} on {spec.host}")
+    redis_password = required_secret(REDIS_PASSWORD_ENV, f"Redis on {spec.host}")
+
+    apt.packages(
+        name="PostgreSQL, Redis and the backup tools",
+        packages=spec.packages,
+        update=True,
+        cache_time=6 * 3600,
+        no_recommends=True,
+    )
+
+    # PostgreSQL: Debian's postgresql.conf includes conf.d/, so ours is one file there.
+    pg_conf = files.template(
+        name=f"PostgreSQL settings ({spec.address}:{spec.pg_port}, memory from the VM size)",
+        src=template_path("postgresql.conf.j2"),
+        dest=f"{spec.pg_conf_dir}/conf.d/50-brainall.conf",
+        user="postgres",
+        group="postgres",
+        mode="0644",
+        spec=spec,
+    )
+    hba = files.template(
+        name="pg_hba.conf: the app hosts (scram-sha-256), everyone else rejected",
+        src=template_path("pg_hba.conf.j2"),
+        dest=f"{spec.pg_conf_dir}/pg_hba.conf",
+        user="postgres",
+        group="postgres",
+        mode="0640",
+        spec=spec,
+    )
+    systemd.service(
+        name=f"{spec.pg_service} restarted for its new settings",
+        service=spec.pg_service,
+        restarted=True,
+        _if=pg_conf.did_change,
+    )
+    systemd.service(
+        name=f"{spec.pg_service} reloads pg_hba.conf",
+        service=spec.pg_service,
+        reloaded=True,
+        _if=lambda: hba.did_change() and not pg_conf.did_change(),
+    )
+    systemd.service(name=f"{spec.pg_service} running", service=spec.pg_service, running=True, enabled=True)
+    postgres_role(name=f"Role {spec.role} (SCRAM password from {DB_APP_PASSWORD_ENV})", role=spec.role,
+                  password=app_password)
+    postgres_database(name=f"Database {spec.database} owned by {spec.role}", database=spec.database, owner=spec.role)
+
+    # Redis: the password in its own 0600 file the config includes.
+    auth = secret_file(
+        name=f"Redis password {REDIS_AUTH} (0600)",
+        path=REDIS_AUTH,
+        content=Secret(f"requirepass {redis_password.reveal()}\n"),
+        owner="redis:redis",
+    )
+    redis_conf = files.template(
+        name=f"Redis settings ({spec.address}:{spec.redis_port}, protected mode)",
+        src=template_path("redis.conf.j2"),
+        dest=REDIS_CONF,
+        user="redis",
+        group="redis",
+        mode="0640",
+        spec=spec,
+        auth=REDIS_AUTH,
+    )
+    dropin = files.template(
+        name="Redis starts after the network",
+        src=template_path("redis-network.conf.j2"),
+        dest=REDIS_DROPIN,
+        mode="0644",
+        create_remote_dir=True,
+    )
+    systemd.daemon_reload(name="systemd reads the Redis drop-in", _if=dropin.did_change)
+    systemd.service(
+        name="Redis restarted for its new settings",
+        service="redis-server.service",
+        restarted=True,
+        _if=any_changed(redis_conf, auth, dropin),
+    )
+    systemd.service(name="Redis running", service="redis-server.service", running=True, enabled=True)
+
+    _dump_backup(spec)
+
+
+def _dump_backup(spec: DataSpec) -> None:
+    """The db host's own key on the Storage Box (storage's machinery), then the dump's timer."""
+    box, job = spec.box, spec.dump
+    box_reachable(name=f"Storage Box {box.where} reachable", box=box)
+    files.directory(name=f"{CLIENT_DIR} (root only)", path=CLIENT_DIR, user="root", group="root", mode="0700")
+    ssh_keypair(name="ed25519 key for the Storage Box", path=KEY_PATH, comment=f"brainall-storagebox@{spec.host}")
+    box_host_key_pinned(name=f"Storage Box host key pinned ({box.known_hosts_name})", box=box)
+    box_key_installed(name=f"Key installed on the Storage Box ({box.login})", box=box, password=box_password())
+    parts = job.remote.split(":", 1)[1].split("/")
+    box_directories(
+        name="Dump directory on the Storage Box",
+        box=box,
+        paths=["/".join(parts[: end + 1]) for end in range(len(parts))],
+    )
+    files.directory(name=f"Dump directory {job.local_dir}", path=job.local_dir, user="postgres",
+                    group="postgres", mode="0700")
+    script = files.template(
+        name=f"Dump script {job.script}",
+        src=template_path("pg-dump.sh.j2"),
+        dest=job.script,
+        mode="0700",
+        create_remote_dir=True,
+        job=job,
+        log=DUMP_LOG,
+    )
+    service = files.template(
+        name=f"{DUMP_UNIT}.service",
+        src=template_path("pg-dump.service.j2"),
+        dest=f"{UNIT_DIR}/{DUMP_UNIT}.service",
+        mode="0644",
+        job=job,
+        pg_service=spec.pg_service,
+    )
+    timer = files.template(
+        name=f"{DUMP_UNIT}.timer",
+        src=template_path("pg-dump.timer.j2"),
+        dest=f"{UNIT_DIR}/{DUMP_UNIT}.timer",
+        mode="0644",
+        job=job,
+    )
+    systemd.daemon_reload(name=f"systemd reads {DUMP_UNIT}", _if=any_changed(script, service, timer))
+    systemd.service(name=f"{DUMP_UNIT}.timer enabled and started", service=f"{DUMP_UNIT}.timer",
+                    running=True, enabled=True)
+
+
+def _cleanup(cleanup) -> None:  # type: ignore[no-untyped-def]
+    script_path = f"{SCRIPT_DIR}/cleanup"
+    script = files.template(
+        name=f"Clean-up script {script_path}",
+        src=template_path("cleanup.sh.j2"),
+        dest=script_path,
+        mode="0700",
+        create_remote_dir=True,
+        cleanup=cleanup,
+        log=CLEANUP_LOG,
+        lock=f"/run/lock/{CLEANUP_UNIT}.lock",
+    )
+    service = files.template(
+        name=f"{CLEANUP_UNIT}.service",
+        src=template_path("cleanup.service.j2"),
+        dest=f"{UNIT_DIR}/{CLEANUP_UNIT}.service",
+        mode="0644",
+        script=script_path,
+    )
+    timer = files.template(
+        name=f"{CLEANUP_UNIT}.timer",
+        src=template_path("cleanup.timer.j2"),
+        dest=f"{UNIT_DIR}/{CLEANUP_UNIT}.timer",
+        mode="0644",
+        cleanup=cleanup,
+    )
+    systemd.daemon_reload(name=f"systemd reads {CLEANUP_UNIT}", _if=any_changed(script, service, timer))
+    systemd.service(name=f"{CLEANUP_UNIT}.timer enabled and started", service=f"{CLEANUP_UNIT}.timer",
+                    running=True, enabled=True)
+
+
+

@@ -1,0 +1,45 @@
+"""What a deploy needs to know about the host it runs on: the role map and the environment.
+
+The generated inventories give every host `brainall_rolemap` (a repo-relative path) and
+`brainall_environment`; deploys load the role map from there once per process.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from pathlib import Path
+
+from brainall_ops.errors import BrainallError
+from brainall_ops.rolemap.environment import PRODUCTION
+from brainall_ops.rolemap.loader import REPO_ROOT, load_rolemap
+from brainall_ops.rolemap.models import RoleMap
+
+LAB_DIR_DEFAULT = "/var/lib/brainall-ops/lab"
+
+
+def lab_dir() -> Path:
+    return Path(os.environ.get("BRAINALL_LAB_DIR", LAB_DIR_DEFAULT))
+
+
+@cache
+def _load(path: str) -> RoleMap:
+    return load_rolemap(path)
+
+
+def rolemap_for(host_data: object) -> RoleMap:
+    """The role map named by a host's inventory data (pyinfra's `host.data`)."""
+    rel = getattr(host_data, "brainall_rolemap", None)
+    if not rel:
+        raise BrainallError("this host has no brainall_rolemap in its inventory data (use a generated inventory)")
+    path = Path(rel) if Path(rel).is_absolute() else REPO_ROOT / rel
+    return _load(str(path))
+
+
+def environment_for(host_data: object) -> str:
+    return getattr(host_data, "brainall_environment", None) or PRODUCTION
+
+
+def expand_path(template: str) -> Path:
+    """`~` and `{lab_dir}` in controller-side paths from the role map."""
+    return Path(os.path.expanduser(template.replace("{lab_dir}", str(lab_dir()))))

@@ -1,0 +1,141 @@
+"""Phase 2 firewall as a pyinfra deploy: nftables `table inet brainall`, commit-confirmed, plus
+fail2ban on SSH where it faces the internet, and Proxmox's host firewall handed over to it.
+
+Proxmox: pve-firewall's rules for the node itself are turned off through the Proxmox API
+(`pvesh set /nodes/NODE/firewall/options --enable 0`) once this ruleset is confirmed, so the
+node's own traffic has one policy, this one; the cluster and VM firewalls are left as they are
+(our table has no forward chain: bridged and routed VM traffic is not ours to filter).
+"""
+
+from __future__ import annotations
+
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import DeployError, deploy
+from pyinfra.api.exceptions import NoHostError
+from pyinfra.facts.deb import DebPackages
+from pyinfra.operations import apt, files, systemd
+
+from brainall_ops.deploy_context import environment_for, rolemap_for
+from brainall_ops.errors import BrainallError
+from brainall_ops.firewall.operations import pve_host_firewall_off, ruleset, sshd_listens_on
+from brainall_ops.firewall.policy import HostFirewall, compile_host, members
+from brainall_ops.firewall.render import (
+    FAIL2BAN_JAIL,
+    UNIT,
+    UNIT_PATH,
+    render_fail2ban,
+    render_ruleset,
+    render_unit,
+)
+from brainall_ops.firewall.sshpath import SshPath, SshTarget
+from brainall_ops.rolemap.environment import endpoints
+from brainall_ops.rolemap.models import RoleMap
+
+APT_TIMEOUT_S = 600  # apt through the lab proxy has been seen to hang: never wait forever
+APT_RETRIES, APT_RETRY_DELAY_S = 6, 10
+
+
+def _target(name: str, data: object, fallback: SshTarget | None = None) -> SshTarget:
+    """How pyinfra reaches a host (its inventory data), for a fresh connection the same way."""
+
+    def value(key: str, default: object = None) -> object:
+        got = getattr(data, key, None)
+        return default if got is None else got
+
+    base = fallback or SshTarget(name, name)
+    return SshTarget(
+        name=name,
+        hostname=str(value("ssh_hostname", base.hostname)),
+        port=int(str(value("ssh_port", base.port))),
+        user=value("ssh_user", base.user),  # type: ignore[arg-type]
+        key=value("ssh_key", base.key),  # type: ignore[arg-type]
+        known_hosts=value("ssh_known_hosts_file", base.known_hosts),  # type: ignore[arg-type]
+        # pyinfra's own default: trust a host seen for the first time, refuse a changed key
+        strict_host_key_checking=value("ssh_strict_host_key_checking", "accept-new"),  # type: ignore[arg-type]
+    )
+
+
+def confirm_paths(rm: RoleMap, fw: HostFirewall, environment: str) -> tuple[SshPath, ...]:
+    """The connections that must work before a new ruleset is confirmed: the deploy's own
+    (so the next deploy can connect) and the production path through `firewall.ssh_via`."""
+    direct = _target(fw.name, host.data)
+    paths = [SshPath(direct)]
+    via = rm.firewall.ssh_via if rm.firewall else None
+    if via and via != fw.name:
+        try:
+            jump_data: object | None = host.inventory.get_host(via).data
+        except NoHostError:  # not in this inventory (a site inventory without the bastion)
+            jump_data = None
+        endpoint = endpoints(rm, environment)[via]
+        # Same credentials as the deploy's own connection, at the jump host's address.
+        from_rolemap = SshTarget(
+            via,
+            str(endpoint.address),
+            endpoint.ssh_port,
+            direct.user if jump_data is None else endpoint.ssh_user,
+            direct.key,
+            direct.known_hosts,
+            direct.strict_host_key_checking,
+        )
+        jump = _target(via, jump_data, from_rolemap) if jump_data is not None else from_rolemap
+        paths.append(SshPath(direct, via=jump))
+    return tuple(paths)
+
+
+@deploy("BrainAll firewall")
+def firewall() -> None:
+    try:
+        rm = rolemap_for(host.data)
+        environment = environment_for(host.data)
+        name = host.data.brainall_name
+        if rm.firewall is None or name not in members(rm):
+            return  # no policy, or the Storage Box (its provider runs its firewall)
+        fw = compile_host(rm, name, environment)
+        text = render_ruleset(fw)
+        paths = confirm_paths(rm, fw, environment)
+    except BrainallError as exc:
+        raise DeployError(str(exc)) from None
+
+    packages = ["nftables", *(["fail2ban", "python3-systemd"] if fw.exposed else [])]
+    installed = host.get_fact(DebPackages) or {}
+    apt.packages(
+        name="nftables" + (", fail2ban (SSH faces the internet)" if fw.exposed else ""),
+        packages=packages,
+        # refresh the lists only to install something: no apt-get update on a host that has it all
+        update=any(p not in installed for p in packages),
+        cache_time=6 * 3600,
+        no_recommends=True,
+        _timeout=APT_TIMEOUT_S,
+        # another apt run holding the lock (a deploy beside this one) is waited out, within bounds
+        _retries=APT_RETRIES,
+        _retry_delay=APT_RETRY_DELAY_S,
+    )
+    sshd_listens_on(name=f"sshd listens on the policy's SSH port {fw.ssh_port}", port=fw.ssh_port)
+
+    unit = files.put(
+        name="Boot unit: load the confirmed ruleset", src=StringIO(render_unit()), dest=UNIT_PATH, mode="0644"
+    )
+    systemd.daemon_reload(name="systemd sees the boot unit", _if=unit.did_change)
+    systemd.service(name="Boot unit enabled", service=UNIT, running=None, enabled=True)
+
+    ruleset(
+        name=f"nftables table inet brainall ({len(fw.allows)} allow rules), commit confirmed",
+        text=text,
+        environment=environment,
+        member=name,
+        rollback_after_s=fw.rollback_after_s,
+        confirm_paths=paths,
+    )
+
+    proxmox_host = next((h for h in rm.hosts if h.name == name and h.proxmox is not None), None)
+    if proxmox_host is not None and proxmox_host.proxmox is not None:
+        pve_host_firewall_off(
+            name="pve-firewall: node rules off (this table filters the node)", node=proxmox_host.proxmox.node
+        )
+
+    if fw.exposed:
+        jail = files.put(name="fail2ban: SSH jail", src=StringIO(render_fail2ban(fw)), dest=FAIL2BAN_JAIL, mode="0644")
+        systemd.service(name="fail2ban running", service="fail2ban.service", running=True, enabled=True)
+        systemd.service(name="fail2ban reads its jail", service="fail2ban.service", reloaded=True, _if=jail.did_change)

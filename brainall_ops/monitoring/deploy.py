@@ -1,0 +1,121 @@
+"""Phase 5, monitoring as a pyinfra deploy: Debian's prometheus-node-exporter on every host and
+VM (its vSwitch address only), Debian's prometheus on the Prometheus host with the fleet's alert
+rules (each file checked with promtool before it is put in place), and Grafana's provisioning
+files rendered next to it. Grafana itself is not in Debian: installing it needs its own apt
+repository (monitoring.grafana_apt_repo), which this deploy does not add.
+"""
+
+from __future__ import annotations
+
+import shlex
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import OperationError, deploy
+from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations.util import any_changed
+
+from brainall_ops.deploy_context import environment_for, rolemap_for
+from brainall_ops.errors import BrainallError
+from brainall_ops.monitoring.logic import (
+    ALERT_RULES,
+    EXPORTER_DEFAULTS,
+    GRAFANA_DASHBOARD_JSON,
+    GRAFANA_DASHBOARDS,
+    GRAFANA_DATASOURCE,
+    PROMETHEUS_CONFIG,
+    PROMETHEUS_DEFAULTS,
+    MonitoringSpec,
+    alert_rules,
+    exporter_defaults,
+    grafana_dashboard,
+    grafana_dashboards_provider,
+    grafana_datasource,
+    monitoring_spec,
+    prometheus_config,
+    prometheus_defaults,
+)
+
+STAGING = "/etc/brainall/monitoring"
+
+
+@deploy("BrainAll monitoring (phase 5)")
+def monitoring() -> None:
+    try:
+        _monitoring()
+    except BrainallError as exc:
+        raise OperationError(f"{host.name}: {exc}") from None
+
+
+def _monitoring() -> None:
+    rm = rolemap_for(host.data)
+    if rm.monitoring is None:
+        return
+    spec = monitoring_spec(rm, environment_for(host.data))
+    name = host.data.brainall_name
+    target = spec.target(name)
+    if target is None:
+        return
+    packages = apt.packages(
+        name="prometheus-node-exporter",
+        packages=["prometheus-node-exporter"],
+        update=True,
+        cache_time=6 * 3600,
+        no_recommends=True,
+    )
+    defaults = files.put(
+        name=f"node exporter on the vSwitch address only (port {spec.node_exporter_port})",
+        src=StringIO(exporter_defaults(spec, target.address)),
+        dest=EXPORTER_DEFAULTS,
+        mode="0644",
+    )
+    systemd.service(
+        name="node exporter restarted for its settings",
+        service="prometheus-node-exporter.service",
+        restarted=True,
+        _if=any_changed(packages, defaults),
+    )
+    systemd.service(name="node exporter running", service="prometheus-node-exporter.service",
+                    running=True, enabled=True)
+    if name == spec.prometheus_host:
+        _prometheus(spec)
+
+
+def _staged(name: str, content: str, dest: str, check: str) -> object:
+    """A config file written to the staging directory, checked there with promtool, and only
+    then copied into place: a file promtool rejects never reaches Prometheus."""
+    staged = f"{STAGING}/{dest.rsplit('/', 1)[1]}"
+    put = files.put(name=f"{name} (staged)", src=StringIO(content), dest=staged, mode="0644",
+                    create_remote_dir=True)
+    server.shell(
+        name=f"{name}: promtool check, then {dest}",
+        # A rejected file is removed from staging, so the next run uploads and checks it again.
+        commands=[f"if promtool {check} {shlex.quote(staged)} >/dev/null; then install -m 0644 {shlex.quote(staged)} "
+                  f"{shlex.quote(dest)}; else rm -f {shlex.quote(staged)}; exit 1; fi"],
+        _if=put.did_change,
+    )
+    return put
+
+
+def _prometheus(spec: MonitoringSpec) -> None:
+    apt.packages(name="Prometheus (Debian)", packages=["prometheus"], update=True, cache_time=6 * 3600,
+                 no_recommends=True)
+    rules = _staged("Alert rules (CPU, RAM, disk)", alert_rules(spec), ALERT_RULES, "check rules")
+    # promtool check config also reads the rule files it names: the rules are in place first.
+    config = _staged("Prometheus scrape config", prometheus_config(spec), PROMETHEUS_CONFIG, "check config")
+    defaults = files.put(
+        name=f"Prometheus on {spec.prometheus_address}:{spec.prometheus_port} only",
+        src=StringIO(prometheus_defaults(spec)),
+        dest=PROMETHEUS_DEFAULTS,
+        mode="0644",
+    )
+    systemd.service(name="Prometheus restarted for its settings", service="prometheus.service", restarted=True,
+                    _if=any_changed(rules, config, defaults))
+    systemd.service(name="Prometheus running", service="prometheus.service", running=True, enabled=True)
+    # Grafana's provisioning, ready for the day Grafana is installed from its own repository.
+    files.put(name="Grafana datasource (Prometheus)", src=StringIO(grafana_datasource(spec)),
+              dest=GRAFANA_DATASOURCE, mode="0644", create_remote_dir=True)
+    files.put(name="Grafana dashboard provider", src=StringIO(grafana_dashboards_provider()),
+              dest=GRAFANA_DASHBOARDS, mode="0644", create_remote_dir=True)
+    files.put(name="Grafana fleet dashboard", src=StringIO(grafana_dashboard(spec)),
+              dest=GRAFANA_DASHBOARD_JSON, mode="0644", create_remote_dir=True)

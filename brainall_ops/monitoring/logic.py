@@ -1,0 +1,166 @@
+"""Monitoring as pure logic: the exporters to install and scrape, the Prometheus host, and the
+rendered Prometheus, alert-rule and Grafana provisioning files."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from brainall_ops.errors import BrainallError
+from brainall_ops.rolemap.environment import PRODUCTION, endpoints
+from brainall_ops.rolemap.loader import REPO_ROOT
+from brainall_ops.rolemap.models import RoleMap
+
+TEMPLATES = REPO_ROOT / "templates" / "monitoring"
+EXPORTER_DEFAULTS = "/etc/default/prometheus-node-exporter"
+PROMETHEUS_DEFAULTS = "/etc/default/prometheus"
+PROMETHEUS_CONFIG = "/etc/prometheus/prometheus.yml"
+ALERT_RULES = "/etc/prometheus/brainall-alerts.yml"
+GRAFANA_DATASOURCE = "/etc/grafana/provisioning/datasources/brainall.yaml"
+GRAFANA_DASHBOARDS = "/etc/grafana/provisioning/dashboards/brainall.yaml"
+GRAFANA_DASHBOARD_JSON = "/var/lib/grafana/dashboards/brainall-fleet.json"
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    address: str
+    kind: str  # host, vm
+
+
+@dataclass(frozen=True)
+class MonitoringSpec:
+    prometheus_host: str
+    prometheus_address: str
+    prometheus_port: int
+    node_exporter_port: int
+    scrape_interval_s: int
+    retention_days: int
+    cpu_alert_pct: float
+    ram_alert_pct: float
+    disk_alert_pct: float
+    alert_for_m: int
+    grafana_port: int
+    grafana_apt_repo: str
+    targets: tuple[Target, ...]
+
+    def target(self, name: str) -> Target | None:
+        return next((t for t in self.targets if t.name == name), None)
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://{self.prometheus_address}:{self.prometheus_port}"
+
+
+def monitoring_spec(rm: RoleMap, environment: str = PRODUCTION) -> MonitoringSpec:
+    """Every host and VM of the role map (not the Storage Box: it runs no exporter)."""
+    if rm.monitoring is None:
+        raise BrainallError("the role map has no monitoring section")
+    mon = rm.monitoring
+    where = endpoints(rm, environment)
+    targets = tuple(
+        Target(name=e.name, address=str(e.address), kind=e.kind) for e in where.values() if e.kind in ("host", "vm")
+    )
+    if mon.prometheus_host not in where or where[mon.prometheus_host].kind == "storage_box":
+        raise BrainallError(f"monitoring.prometheus_host {mon.prometheus_host!r} is not a host of the role map")
+    return MonitoringSpec(
+        prometheus_host=mon.prometheus_host,
+        prometheus_address=str(where[mon.prometheus_host].address),
+        prometheus_port=mon.prometheus_port,
+        node_exporter_port=mon.node_exporter_port,
+        scrape_interval_s=mon.scrape_interval_s,
+        retention_days=mon.retention_days,
+        cpu_alert_pct=mon.cpu_alert_pct,
+        ram_alert_pct=mon.ram_alert_pct,
+        disk_alert_pct=mon.disk_alert_pct,
+        alert_for_m=mon.alert_for_m,
+        grafana_port=mon.grafana_port,
+        grafana_apt_repo=mon.grafana_apt_repo,
+        targets=targets,
+    )
+
+
+# --------------------------------------------------------------------------- PromQL
+def cpu_used_expr() -> str:
+    return '100 * (1 - avg by (instance, host) (rate(node_cpu_seconds_total{mode="idle"}[5m])))'
+
+
+def ram_used_expr() -> str:
+    return "100 * (1 - node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes)"
+
+
+def disk_used_expr() -> str:
+    fs = 'fstype!~"tmpfs|overlay|squashfs|fuse.*|nsfs|ramfs"'
+    return f"100 * (1 - node_filesystem_avail_bytes{{{fs}}} / node_filesystem_size_bytes{{{fs}}})"
+
+
+# Panels of the fleet dashboard: title, PromQL, unit.
+PANELS: tuple[tuple[str, str, str], ...] = (
+    ("CPU used", cpu_used_expr(), "percent"),
+    ("RAM used", ram_used_expr(), "percent"),
+    ("Disk used", disk_used_expr(), "percent"),
+    ("Load (1 min)", "node_load1", "short"),
+    ("Network received", 'rate(node_network_receive_bytes_total{device!="lo"}[5m])', "Bps"),
+    ("Exporters up", 'up{job="node"}', "short"),
+)
+
+
+# --------------------------------------------------------------------------- rendering
+def render(name: str, **context: Any) -> str:
+    from jinja2 import Environment, StrictUndefined
+
+    env = Environment(undefined=StrictUndefined, keep_trailing_newline=True)
+    return env.from_string((TEMPLATES / name).read_text(encoding="utf-8")).render(**context)
+
+
+def exporter_defaults(spec: MonitoringSpec, address: str) -> str:
+    return render("node-exporter.defaults.j2", address=address, port=spec.node_exporter_port)
+
+
+def prometheus_defaults(spec: MonitoringSpec) -> str:
+    return render("prometheus.defaults.j2", spec=spec)
+
+
+def prometheus_config(spec: MonitoringSpec) -> str:
+    return render("prometheus.yml.j2", spec=spec, rules=ALERT_RULES)
+
+
+def alert_rules(spec: MonitoringSpec) -> str:
+    return render("alerts.yml.j2", spec=spec, cpu=cpu_used_expr(), ram=ram_used_expr(), disk=disk_used_expr())
+
+
+def grafana_datasource(spec: MonitoringSpec) -> str:
+    return render("grafana-datasource.yaml.j2", spec=spec)
+
+
+def grafana_dashboards_provider() -> str:
+    return render("grafana-dashboards.yaml.j2", path=GRAFANA_DASHBOARD_JSON.rsplit("/", 1)[0])
+
+
+def grafana_dashboard(spec: MonitoringSpec) -> str:
+    """The fleet dashboard: one time series panel per PANELS entry, over every exporter."""
+    panels = []
+    for index, (title, expr, unit) in enumerate(PANELS):
+        panels.append({
+            "id": index + 1,
+            "type": "timeseries",
+            "title": title,
+            "datasource": {"type": "prometheus", "uid": "brainall-prometheus"},
+            "gridPos": {"h": 8, "w": 12, "x": 12 * (index % 2), "y": 8 * (index // 2)},
+            "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+            "targets": [{"refId": "A", "expr": expr, "legendFormat": "{{instance}}",
+                         "datasource": {"type": "prometheus", "uid": "brainall-prometheus"}}],
+        })
+    dashboard = {
+        "uid": "brainall-fleet",
+        "title": "BrainAll fleet",
+        "tags": ["brainall"],
+        "timezone": "utc",
+        "schemaVersion": 39,
+        "version": 1,
+        "refresh": f"{max(spec.scrape_interval_s, 5)}s",
+        "time": {"from": "now-6h", "to": "now"},
+        "panels": panels,
+    }
+    return json.dumps(dashboard, indent=2) + "\n"

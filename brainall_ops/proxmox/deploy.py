@@ -1,0 +1,100 @@
+"""The phase 2 VMs as a pyinfra deploy: every VM of the role map on the Proxmox host placement
+chose for it.
+
+Run on an inventory from `brainall-ops inventory`: a Proxmox host carries
+`brainall_proxmox_node`, `brainall_rolemap` (the role map, relative to the repository or
+absolute) and `brainall_environment`. Hosts without `brainall_proxmox_node` get nothing from
+this deploy, and no operation here runs a command on any host: the VM operations talk to the
+Proxmox API from the controller. So in production::
+
+    pyinfra inventories/hel1.py deploys/phase2.py --limit proxmox
+
+Options, as pyinfra data (`--data KEY=VALUE`):
+
+- `brainall_proxmox_allow_reboot=true`: reboot running VMs whose cores, memory or cloud-init
+  changes PVE holds pending (off by default: a reboot is the operator's call);
+- `brainall_proxmox_deep_check=true`: read every VM's config, not only those whose
+  `/cluster/resources` entry differs (catches edits made in the GUI to net0 or cloud-init).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from pyinfra.api import OperationError, deploy
+from pyinfra.context import host
+
+from brainall_ops.deploy_context import environment_for, rolemap_for
+from brainall_ops.errors import BrainallError
+from brainall_ops.proxmox import operations
+from brainall_ops.proxmox.client import ConnectionSettings, connection_settings
+from brainall_ops.proxmox.secrets import read_token_secret
+from brainall_ops.proxmox.spec import VMSpec, read_ssh_keys, vm_specs
+
+
+@dataclass(frozen=True)
+class DeployContext:
+    environment: str
+    connection: ConnectionSettings
+    specs: tuple[VMSpec, ...]
+
+    def specs_on(self, node: str) -> list[VMSpec]:
+        return [spec for spec in self.specs if spec.node == node]
+
+    def slot_name(self, index: int) -> str:
+        """The name of the `index`-th operation of every node. pyinfra runs a node's VMs one
+        operation after another and the nodes side by side, so operation N is the N-th VM of
+        each node; its name lists them all, the same on every host (pyinfra shows one name)."""
+        nodes = dict.fromkeys(spec.node for spec in self.specs)
+        names = [f"{specs[index].name} on {node}" for node in nodes if len(specs := self.specs_on(node)) > index]
+        return "Proxmox VM " + ", ".join(names)
+
+
+_contexts: dict[tuple[str, str], DeployContext] = {}
+_contexts_lock = threading.Lock()
+
+
+def deploy_context(host_data: object) -> DeployContext:
+    """Role map, placement, VM specs and API settings: computed once per run, shared by hosts."""
+    environment = environment_for(host_data)
+    key = (str(getattr(host_data, "brainall_rolemap", "")), environment)
+    with _contexts_lock:
+        if key not in _contexts:
+            from brainall_ops.planning.fleet import place_rolemap
+
+            rm = rolemap_for(host_data)
+            vm_hosts = {p.vm: p.host for p in place_rolemap(rm).placements}
+            specs = vm_specs(rm, environment, vm_hosts, read_ssh_keys(rm, environment, os.environ))
+            connection = connection_settings(rm, environment)
+            if connection.backend == "https":
+                read_token_secret()  # fail here, before any operation, when there is none
+            _contexts[key] = DeployContext(environment, connection, tuple(specs))
+        return _contexts[key]
+
+
+def _flag(value: Any) -> bool:
+    return value is True or str(value).lower() in ("1", "true", "yes", "on")
+
+
+@deploy("Proxmox VMs")
+def proxmox_vms() -> None:
+    node = host.data.get("brainall_proxmox_node")
+    if not node:
+        return  # not a Proxmox host
+    try:
+        context = deploy_context(host.data)
+    except BrainallError as exc:
+        raise OperationError(f"proxmox: {exc}") from None
+    allow_reboot = _flag(host.data.get("brainall_proxmox_allow_reboot"))
+    deep_check = _flag(host.data.get("brainall_proxmox_deep_check"))
+    for index, spec in enumerate(context.specs_on(node)):
+        operations.vm(
+            name=context.slot_name(index),
+            spec=spec,
+            connection=context.connection,
+            allow_reboot=allow_reboot,
+            deep_check=deep_check,
+        )

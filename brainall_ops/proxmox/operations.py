@@ -1,0 +1,247 @@
+"""pyinfra operations for Proxmox VMs.
+
+`vm` is declarative: it reads the cluster (the cached `ClusterResources` fact, plus the VM's
+config only when it differs), yields nothing when the VM matches, and otherwise yields one
+`FunctionCommand` that converges the VM on the controller at execute time. So `--dry` reads
+and prints, and changes nothing. The operation is targeted at the Proxmox host the VM is placed
+on: pyinfra runs hosts in parallel and a host's operations one after another, which is what
+Proxmox wants (parallel across nodes, serial on a node: a node's VM lock and storage are shared).
+
+Converging a VM, from what the cluster says at that moment:
+
+1. missing → full-clone the template named in the role map (the one on the VM's node, else one
+   on shared storage elsewhere), with the pinned VMID or one from `/cluster/nextid` (retried
+   with a fresh id when a parallel clone took it first);
+2. locked by a task still running (a clone that outlived the last run's timeout) → wait;
+3. config → set the managed keys that differ (one POST, guarded by the config digest);
+4. boot disk smaller than the role map → grow it (never shrunk);
+5. stopped → start; running with changes pending → reboot if allowed, else say so;
+6. read it back and check it is what the role map says.
+
+Every step is decided from the cluster's state, so a run that failed half-way is simply picked
+up by the next one; nothing is ever deleted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from pyinfra import logger
+from pyinfra.api import FunctionCommand, OperationError, operation
+from pyinfra.api.host import Host
+from pyinfra.api.state import State
+from pyinfra.context import host as current_host
+from pyinfra.context import state as current_state
+
+from brainall_ops.errors import BrainallError
+from brainall_ops.proxmox.client import VMID_TAKEN, ApiError, ConnectionSettings, ProxmoxClient, ProxmoxError
+from brainall_ops.proxmox.facts import (
+    ClusterResources,
+    ClusterState,
+    VMConfig,
+    client_for,
+    get_api_fact,
+    read_cluster,
+    read_vm_detail,
+)
+from brainall_ops.proxmox.spec import ObservedVM, VMSpec, locate, needs_detail, plan_vm, quick_drift, steps_for
+
+NEXTID_ATTEMPTS = 5
+_said: set[tuple[str, str]] = set()
+
+
+def warn_once(host: Host, warning: str) -> None:
+    if (host.name, warning) not in _said:
+        _said.add((host.name, warning))
+        host.log_styled(f"warning: {warning}", fg="yellow", log_func=logger.warning)
+
+
+@operation()
+def vm(
+    spec: VMSpec,
+    connection: ConnectionSettings,
+    allow_reboot: bool = False,
+    deep_check: bool = False,
+) -> Iterator[FunctionCommand]:
+    """
+    Ensure a VM exists on its Proxmox node as the role map says: cloned from the cloud-init
+    template, configured (cores, memory, disk, net on the vSwitch bridge, cloud-init user, SSH
+    keys, static ipconfig, tags, onboot) and running.
+
+    + spec: the VM's desired state (`brainall_ops.proxmox.spec.VMSpec`)
+    + connection: how to reach the Proxmox API
+    + allow_reboot: reboot a running VM to apply changes PVE holds pending (cores, memory, cloud-init)
+    + deep_check: read the VM's config even when `/cluster/resources` shows no difference
+    """
+    try:
+        cluster = get_api_fact(ClusterResources, connection)
+        detail = None
+        candidate = needs_detail(spec, cluster.vms)
+        if candidate is None and deep_check:
+            candidate = locate(spec, cluster.vms)
+        if candidate is not None:
+            detail = get_api_fact(VMConfig, connection, candidate)
+        plan = plan_vm(spec, cluster.vms, detail, allow_reboot)
+    except BrainallError as exc:
+        if not current_state.is_executing:
+            raise OperationError(f"proxmox: {exc}") from None
+        # With -y pyinfra first runs this body while executing, where an exception would end
+        # in a greenlet traceback: fail the operation with the message instead.
+        yield FunctionCommand(report_failure, (f"{spec.name}: {exc}",), {})
+        return
+
+    # pyinfra runs this body when it plans (not with -y) and again when it executes: say it once.
+    for warning in plan.warnings:
+        warn_once(current_host, warning)
+    if plan.action != "unchanged" and (current_host.name, plan.line()) not in _said:
+        _said.add((current_host.name, plan.line()))
+        current_host.log(plan.line())
+    if plan.action == "unchanged":
+        current_host.noop(plan.line())
+        return
+    yield FunctionCommand(converge_vm, (spec, connection, allow_reboot), {})
+
+
+def report_failure(state: State, host: Host, message: str) -> bool:
+    host.log_styled(message, fg="red", log_func=logger.error)
+    return False
+
+
+def converge_vm(state: State, host: Host, spec: VMSpec, connection: ConnectionSettings, allow_reboot: bool) -> bool:
+    """Execute-time body of `vm` (runs on the controller). False, with the reason logged, on failure."""
+    try:
+        client = client_for(connection, owner=f"host:{host.name}")
+        done = Converger(client, spec, allow_reboot, host).run()
+    except BrainallError as exc:  # ProxmoxError, or a refusal met at execute time
+        host.log_styled(f"{spec.name}: {exc}", fg="red", log_func=logger.error)
+        return False
+    host.log_styled(f"{spec.name}: {done}", fg="green")
+    return True
+
+
+class Converger:
+    """Brings one VM to its spec, step by step, each step decided from the cluster's state."""
+
+    def __init__(self, client: ProxmoxClient, spec: VMSpec, allow_reboot: bool, host: Host | None = None) -> None:
+        self.client = client
+        self.spec = spec
+        self.allow_reboot = allow_reboot
+        self.host = host
+        self.done: list[str] = []
+
+    def say(self, message: str) -> None:
+        if self.host is not None:
+            self.host.log(f"{self.spec.name}: {message}")
+
+    def warn(self, message: str) -> None:
+        if self.host is not None:
+            warn_once(self.host, message)
+
+    @property
+    def base(self) -> str:
+        return f"/nodes/{self.spec.node}/qemu"
+
+    def run(self) -> str:
+        spec = self.spec
+        cluster = read_cluster(self.client)
+        vm = locate(spec, cluster.vms)
+        if vm is None:
+            vm = self.create(cluster)
+        if vm.lock:
+            vm = self.wait_unlocked(vm)
+        detail = read_vm_detail(self.client, vm)
+        steps = steps_for(spec, vm, detail, self.allow_reboot)
+        vm_path = f"{self.base}/{vm.vmid}"
+        if steps.config or steps.delete:
+            params: dict[str, Any] = dict(steps.config)
+            if steps.delete:
+                params["delete"] = ",".join(steps.delete)
+            params["digest"] = detail.config.get("digest")
+            self.client.run("POST", f"{vm_path}/config", f"configure {spec.name} (VMID {vm.vmid})", **params)
+            self.done.append("configured (" + ", ".join(sorted([*steps.config, *steps.delete])) + ")")
+        if steps.grow_to_gib and steps.disk_key:
+            self.client.run(
+                "PUT",
+                f"{vm_path}/resize",
+                f"grow {steps.disk_key} of {spec.name}",
+                disk=steps.disk_key,
+                size=f"{steps.grow_to_gib}G",
+            )
+            self.done.append(f"{steps.disk_key} grown to {steps.grow_to_gib} GiB")
+        if steps.start:
+            self.client.run("POST", f"{vm_path}/status/start", f"start {spec.name} (VMID {vm.vmid})")
+            self.done.append("started")
+        elif steps.reboot:
+            self.client.run("POST", f"{vm_path}/status/reboot", f"reboot {spec.name} (VMID {vm.vmid})")
+            self.done.append("rebooted to apply pending changes")
+        for warning in steps.warnings:
+            self.warn(warning)
+        self.verify(vm.vmid, steps.pending_left)
+        return "; ".join(self.done) or "nothing left to do"
+
+    # ----------------------------------------------------------------------- steps
+    def create(self, cluster: ClusterState) -> ObservedVM:
+        spec = self.spec
+        templates = cluster.templates(spec.template)
+        if not templates:
+            raise ProxmoxError(f"no template named {spec.template!r} on the cluster (proxmox.template)")
+        local = [t for t in templates if t.node == spec.node]
+        source = local[0] if local else templates[0]
+        params: dict[str, Any] = {"name": spec.name, "full": 1, "storage": spec.storage}
+        if source.node != spec.node:
+            params["target"] = spec.node  # PVE refuses unless the template is on shared storage
+        path = f"/nodes/{source.node}/qemu/{source.vmid}/clone"
+        for attempt in range(1, NEXTID_ATTEMPTS + 1):
+            vmid = spec.vmid if spec.vmid is not None else int(self.client.get("/cluster/nextid"))
+            try:
+                self.client.run(
+                    "POST",
+                    path,
+                    f"clone {spec.template} (VMID {source.vmid}) to {spec.name} (VMID {vmid})",
+                    newid=vmid,
+                    **params,
+                )
+                break
+            except ApiError as exc:
+                # Another node's clone took this VMID between nextid and clone: take the next one.
+                if spec.vmid is None and VMID_TAKEN.search(exc.reason) and attempt < NEXTID_ATTEMPTS:
+                    continue
+                raise
+        self.done.append(f"cloned from {spec.template} (VMID {source.vmid} on {source.node}) as VMID {vmid}")
+        created = locate(spec, read_cluster(self.client).vms)
+        if created is None:
+            raise ProxmoxError(f"the clone task ended OK but no VM named {spec.name} is on the cluster")
+        return created
+
+    def wait_unlocked(self, vm: ObservedVM) -> ObservedVM:
+        """A task still holds the VM (a clone the last run gave up waiting for): wait for it."""
+        timeout = self.client.settings.task_timeout_s
+        deadline = time.monotonic() + timeout
+        self.say(f"VMID {vm.vmid} is locked ({vm.lock}); waiting up to {timeout:g} s for the task holding it")
+        delay = 0.1
+        while True:
+            current = locate(self.spec, read_cluster(self.client).vms)
+            if current is None:
+                raise ProxmoxError(f"VMID {vm.vmid} went away while locked ({vm.lock}): the task removed it; rerun")
+            if not current.lock:
+                return current
+            if time.monotonic() >= deadline:
+                raise ProxmoxError(
+                    f"VMID {vm.vmid} is still locked ({current.lock}) after {timeout:g} s; "
+                    "a task is running on it: rerun when it has finished"
+                )
+            self.client.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def verify(self, vmid: int, pending_left: tuple[str, ...]) -> None:
+        """Read the VM back: everything `/cluster/resources` shows must now match."""
+        vm = locate(self.spec, read_cluster(self.client).vms)
+        if vm is None or vm.vmid != vmid:
+            raise ProxmoxError(f"VMID {vmid} is gone after converging it")
+        drift = quick_drift(self.spec, vm)
+        if pending_left:  # told the operator already: these apply at the next reboot
+            drift = [d for d in drift if not d.startswith(("cores", "memory"))]
+        if drift:
+            raise ProxmoxError(f"VMID {vmid} still differs after converging: {'; '.join(drift)}")

@@ -1,0 +1,26 @@
+"""The storage templates (templates/storage/*.j2), rendered the way pyinfra's files.template does.
+
+The deploy hands these paths to `files.template`; tests and `render` use the same jinja2
+settings (strict undefined names, trailing newline kept), so what a test reads is what a host gets.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from brainall_ops.rolemap.loader import REPO_ROOT
+
+TEMPLATES = REPO_ROOT / "templates" / "storage"
+
+
+def template_path(name: str) -> str:
+    return str(TEMPLATES / name)
+
+
+def render(name: str, **context: Any) -> str:
+    from jinja2 import Environment, StrictUndefined
+
+    env = Environment(undefined=StrictUndefined, keep_trailing_newline=True)
+    template = env.from_string((TEMPLATES / name).read_text(encoding="utf-8"))
+    return template.render(q=shlex.quote, **context)

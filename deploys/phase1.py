@@ -1,0 +1,11 @@
+"""Phase 1, preparation: the base system on every existing host (VMs get it after phase 2:
+`pyinfra INVENTORY deploys/base.py --limit vms`), then the Storage Box."""
+
+from pyinfra import host
+
+from brainall_ops.base.deploy import base_system
+from brainall_ops.storage.deploy import storage_clients
+
+if "vms" not in host.groups and "storagebox" not in host.groups:
+    base_system()
+    storage_clients()  # a no-op on hosts the role map's storage section does not name

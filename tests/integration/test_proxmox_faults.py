@@ -1,0 +1,153 @@
+"""Injected Proxmox faults: each gives a clear error, and leaves a state the next run cleans up.
+
+Faults are aimed at one node's requests (mostly prox-101, where vm-brainall-db goes) while the
+same run goes on with the other node. "Converged" is decided by the deploy's own logic from a
+full read of the cluster: each VM of the role map once, on its node, nothing left to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from brainall_ops.proxmox.simulator.cluster import DEFAULT_PRIVILEGES
+from brainall_ops.proxmox.simulator.harness import Fleet, PyinfraRun, write_rolemap_copy
+
+DB = "vm-brainall-db"
+NAMES = ("vm-brainall-api", "vm-brainall-workers", "vm-brainall-nginx", DB)
+
+
+@pytest.fixture
+def fleet() -> Iterator[Fleet]:
+    with Fleet() as fleet:
+        yield fleet
+
+
+def rerun_converges(fleet: Fleet) -> PyinfraRun:
+    """The next run, without faults, finishes the job: each VM once, nothing left to do."""
+    fleet.simulator.clear_faults()
+    assert fleet.simulator.wait_idle(30)
+    again = fleet.pyinfra()
+    assert again.returncode == 0, again.output
+    assert all(len(fleet.vms_named(name)) == 1 for name in NAMES)
+    assert fleet.left_to_do() == []
+    return again
+
+
+def failed_on_prox_101(run: PyinfraRun, *fragments: str) -> None:
+    assert run.returncode == 1, run.output
+    assert run.results is not None and run.results["results"]["failed_hosts"] == ["@fake/prox-101"], run.output
+    for fragment in fragments:
+        assert fragment in run.stderr, f"{fragment!r} not in the error output:\n{run.stderr}"
+    assert "Traceback" not in run.output
+
+
+def test_failing_task_is_reported_with_its_log_and_resumed(fleet: Fleet) -> None:
+    fleet.simulator.add_fault(
+        kind="task_fail",
+        path="/nodes/prox-101/qemu/*/status/start",
+        message="start failed: QEMU exited with code 1\nkvm: -drive file=/dev/pve/vm-106-disk-0: Could not open",
+    )
+    run = fleet.pyinfra()
+    failed_on_prox_101(run, f"start {DB}", "failed: start failed: QEMU exited with code 1", "| kvm: -drive")
+    (db,) = fleet.vms_named(DB)
+    assert db.status == "stopped" and db.config["cores"] == "8"  # cloned and configured: picked up next
+    again = rerun_converges(fleet)
+    assert again.changed == 1  # only the DB: started
+
+
+def test_slow_task_past_the_timeout_is_reported_and_picked_up(tmp_path: Path) -> None:
+    rolemap = write_rolemap_copy(tmp_path / "rolemap.yaml", lambda data: data["proxmox"].update(task_timeout_s=1))
+    with Fleet(rolemap=rolemap) as fleet:
+        fleet.simulator.add_fault(kind="task_slow", path="/nodes/prox-101/qemu/*/clone", seconds=1.5)
+        run = fleet.pyinfra()
+        failed_on_prox_101(
+            run, f"clone debian-12-cloudinit (VMID 9000) to {DB}", "still running after 1 s", "the next run picks up"
+        )
+        assert fleet.simulator.wait_idle(30)
+        (clone,) = [t for t in fleet.cluster.tasks.values() if t.type == "qmclone" and t.node == "prox-101"]
+        assert clone.exitstatus == "OK"  # Proxmox finished the clone on its own; the deploy gave up waiting
+        (db,) = fleet.vms_named(DB)
+        assert db.status == "stopped" and db.config["cores"] == "2"  # a bare clone: known, not half-configured
+        again = rerun_converges(fleet)
+        assert again.changed == 1
+
+
+def test_lock_timeouts_and_dropped_reads_are_retried(fleet: Fleet) -> None:
+    fleet.simulator.add_fault(kind="lock_timeout", method="POST", path="/nodes/prox-101/qemu/*/config", count=2)
+    fleet.simulator.add_fault(kind="drop", when="before", method="GET", path="/cluster/resources", count=2)
+    mark = fleet.simulator.mark()
+    run = fleet.pyinfra()
+    assert run.returncode == 0, run.output
+    calls = fleet.requests_since(mark)
+    config_posts = [
+        c
+        for c in calls
+        if c["method"] == "POST" and c["path"].startswith("/nodes/prox-101/") and c["path"].endswith("/config")
+    ]
+    assert len(config_posts) == 3  # two tasks failed "can't lock file ... got timeout", the third went through
+    assert [c["status"] for c in calls if c["path"] == "/cluster/resources"][:3] == ["dropped", "dropped", 200]
+    assert fleet.left_to_do() == []
+
+
+def test_refused_and_dropped_requests_leave_nothing_half_made(fleet: Fleet) -> None:
+    fleet.simulator.add_fault(
+        kind="http_error",
+        status=500,
+        method="POST",
+        path="/nodes/prox-101/qemu/*/clone",
+        message="storage 'local-lvm' is not online",
+    )
+    fleet.simulator.add_fault(kind="drop", when="before", method="POST", path="/nodes/prox-106/qemu/*/clone")
+    run = fleet.pyinfra()
+    assert run.returncode == 1
+    assert run.results is not None and run.results["results"]["failed_hosts"] == ["@fake/prox-101", "@fake/prox-106"]
+    assert f"{DB}: POST /nodes/prox-101/qemu/9000/clone: HTTP 500: storage 'local-lvm' is not online" in run.stderr
+    assert "vm-brainall-api: POST /nodes/prox-106/qemu/9001/clone: connection failed or dropped" in run.stderr
+    assert "whether it was carried out is unknown until the next run reads the cluster" in run.stderr
+    assert "Traceback" not in run.output
+    assert fleet.vms_named(DB) == [] and fleet.vms_named("vm-brainall-api") == []
+    rerun_converges(fleet)
+
+
+def test_connection_dropped_after_the_clone_is_picked_up_without_a_duplicate(fleet: Fleet) -> None:
+    fleet.simulator.add_fault(kind="drop", when="after", method="POST", path="/nodes/prox-101/qemu/*/clone")
+    run = fleet.pyinfra()
+    failed_on_prox_101(run, "connection failed or dropped")
+    assert len(fleet.vms_named(DB)) == 1  # the clone happened; its answer was lost
+    again = rerun_converges(fleet)
+    assert again.changed == 1
+
+
+def test_wrong_token_secret_is_a_clear_401_and_never_shown(fleet: Fleet) -> None:
+    wrong = "0123456789abcdef-not-the-secret"
+    mark = fleet.simulator.mark()
+    run = fleet.pyinfra(env=fleet.env(BRAINALL_PROXMOX_TOKEN_SECRET=wrong))
+    assert run.returncode == 1
+    assert "HTTP 401: authentication failure" in run.stderr
+    assert wrong not in run.output and fleet.secret not in run.output
+    assert "Traceback" not in run.output
+    assert all(c["status"] == 401 for c in fleet.requests_since(mark))
+
+
+def test_missing_privilege_is_a_clear_403_and_nothing_is_created(fleet: Fleet) -> None:
+    fleet.simulator.add_token(fleet.token_id, fleet.secret, {"/": sorted(DEFAULT_PRIVILEGES - {"VM.Allocate"})})
+    mark = fleet.simulator.mark()
+    run = fleet.pyinfra()
+    assert run.returncode == 1
+    assert "HTTP 403: Permission check failed (/vms/" in run.stderr and ", VM.Allocate)" in run.stderr
+    assert not [c for c in fleet.requests_since(mark) if c["method"] != "GET" and c["status"] == 200]
+    assert all(fleet.vms_named(name) == [] for name in NAMES)
+
+
+def test_missing_token_secret_is_one_line() -> None:
+    with Fleet() as fleet:
+        env = fleet.env()
+        del env["BRAINALL_PROXMOX_TOKEN_SECRET"]
+        run = fleet.pyinfra(env=env)
+        assert run.returncode == 1
+        assert "no Proxmox API token secret: set BRAINALL_PROXMOX_TOKEN_SECRET" in run.stderr
+        assert "Traceback" not in run.output
+        assert fleet.simulator.requests() == []

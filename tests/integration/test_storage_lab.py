@@ -1,0 +1,386 @@
+"""Phase 1's Storage Box clients against real servers in the lab, with the real pyinfra CLI.
+
+The lab's `storagebox` host plays the box (deploys/lab_storagebox.py): OpenSSH serving SFTP,
+rsync and `install-ssh-key` on port 23 to the chrooted box user, and Samba serving the share
+`backup` over the same home, for the same user and password. Then phase 1 (deploys/phase1.py)
+runs on gpu, prox-101 and prox-106, and the tests look through the real mounts and services:
+
+- gpu: a file written on the SSHFS automount is on the box, and the other way round; the
+  Ollama models are on the box, verified, and the local directory is a link to the SSHFS copy;
+- prox-106: CIFS through the kernel when the kernel has cifs. This machine's kernel has none
+  (and a container cannot load modules), so then the test says so and checks the generated
+  units with `systemd-analyze verify` plus a real smbclient session (SMB3, encrypted) with the
+  very credentials file the mount unit names;
+- prox-101: the backup timer's service run once puts the files on the box, with one log line;
+  a run that finds the lock taken is skipped, not overlapped;
+- a second phase 1 run changes nothing; an unreachable box fails with its address and port;
+- nothing any run printed contains the password, nor do the hosts' journals.
+
+Wall time: about 3-5 minutes on a warm apt proxy (apt installs of samba, sshfs, cifs-utils,
+smbclient dominate; the deploys themselves take under a minute each).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from brainall_ops.rolemap import load_rolemap
+from brainall_ops.rolemap.loader import BUILTIN_ROLEMAP, REPO_ROOT
+from brainall_ops.storage.lab_box import chroot_of
+from brainall_ops.storage.logic import (
+    BACKUP_LOG,
+    CIFS_CREDENTIALS,
+    KEY_PATH,
+    KNOWN_HOSTS,
+    backup_job,
+    box_endpoint,
+    cifs_units,
+    client_plan,
+    sshfs_units,
+)
+from tests.integration.lab_fixture import Lab, lab  # noqa: F401
+
+pytestmark = pytest.mark.lab
+
+PYINFRA = Path(sys.executable).with_name("pyinfra")
+INVENTORY = "inventories/lab.py"
+CLIENTS = ("gpu", "prox-101", "prox-106")
+RM = load_rolemap()
+BOX = box_endpoint(RM, "lab")
+HOME = f"{chroot_of(BOX.user)}/home"  # the box user's files, as the box host sees them
+GPU = client_plan(RM, "lab", "gpu")
+PROX101 = client_plan(RM, "lab", "prox-101")
+PROX106 = client_plan(RM, "lab", "prox-106")
+assert GPU and GPU.ollama and PROX101 and PROX106
+SSHFS = sshfs_units(GPU.sshfs[0], BOX)
+CIFS = cifs_units(PROX106.cifs[0], BOX)
+BACKUP = backup_job(PROX101.backups[0], BOX)
+OLLAMA = GPU.ollama
+TOKEN = secrets.token_hex(6)  # names this session's test files
+
+BOX_SSH = " ".join(
+    f"-o {k}={v}"
+    for k, v in [
+        ("Port", BOX.port),
+        ("IdentityFile", KEY_PATH),
+        ("IdentitiesOnly", "yes"),
+        ("UserKnownHostsFile", KNOWN_HOSTS),
+        ("StrictHostKeyChecking", "yes"),
+        ("BatchMode", "yes"),
+    ]
+)
+
+# Everything every pyinfra run printed, for the password check at the end.
+PRINTED: list[str] = []
+
+
+# --------------------------------------------------------------------------- helpers
+def sh(testbed: Lab, name: str, command: str) -> str:
+    """Run on a lab host; fail loudly (with its output) unless it exits 0."""
+    result = testbed.host(name).run(command)
+    assert result.rc == 0, f"{name}: {command!r} exited {result.rc}: {result.stdout}{result.stderr}"
+    return str(result.stdout)
+
+
+def pyinfra(
+    testbed: Lab, env: dict[str, str], deploy: str, *limits: str, data: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """The real CLI, as verbose as it gets (every command, every output, pyinfra's debug log)."""
+    args = [str(PYINFRA), "-y", "-vvv", "--debug", INVENTORY, deploy]
+    for limit in limits:
+        args += ["--limit", limit]
+    for item in data:
+        args += ["--data", item]
+    result = subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    PRINTED.extend([result.stdout, result.stderr])
+    tail = (result.stdout + result.stderr)[-5000:]
+    print(f"$ {' '.join(args[1:])}\n--- exit {result.returncode}; last output:\n{tail}")
+    return result
+
+
+def grand_total(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if "Grand total" in line]
+    assert lines, "pyinfra printed no results table"
+    hosts, success, error, no_change = lines[-1].split("Grand total", 1)[1].split()
+    return {"hosts": hosts, "success": success, "error": error, "no_change": no_change}
+
+
+def changed_ops(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """The operation status lines that report a change ("[host] Success")."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + result.stderr)
+    return [line for line in text.splitlines() if re.search(r"\] Success\b", line)]
+
+
+def digest_of(testbed: Lab, name: str, path: str) -> str:
+    return sh(testbed, name, f"sha256sum {shlex.quote(path)}").split()[0]
+
+
+# --------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def password() -> Iterator[Path]:
+    """A fresh password in a 0600 file outside the repo, as an operator would keep it."""
+    directory = Path(tempfile.mkdtemp(prefix="brainall-storagebox-test-"))
+    path = directory / "password"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(f"Sbx-{secrets.token_urlsafe(18)}\n")
+    yield path
+    shutil.rmtree(directory)
+
+
+@pytest.fixture(scope="module")
+def env(lab: Lab, password: Path) -> dict[str, str]:  # noqa: F811
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("BRAINALL_STORAGEBOX_PASSWORD")}
+    return {**environ, "BRAINALL_LAB_DIR": str(lab.state_dir), "BRAINALL_STORAGEBOX_PASSWORD_FILE": str(password)}
+
+
+@pytest.fixture(scope="module")
+def seeded(lab: Lab) -> dict[str, str]:  # noqa: F811
+    """What the deploy finds on the clients: Ollama models on gpu (a few MB of blobs and a
+    manifest) and the backup's sources on prox-101. Returns file -> sha256 of the models."""
+    src = shlex.quote(OLLAMA.source)
+    sh(lab, "gpu", f"if [ -L {src} ]; then rm -f {src}; fi; rm -rf {src}.before-storagebox {src}")
+    sh(
+        lab,
+        "gpu",
+        f"mkdir -p {src}/blobs {src}/manifests/registry.ollama.ai/library/tiny-{TOKEN} && "
+        f"head -c 3000000 /dev/urandom > {src}/blobs/sha256-{TOKEN}a && "
+        f"head -c 1048577 /dev/urandom > {src}/blobs/sha256-{TOKEN}b && "
+        f'echo \'{{"model": "tiny-{TOKEN}"}}\' > {src}/manifests/registry.ollama.ai/library/tiny-{TOKEN}/latest',
+    )
+    listing = sh(lab, "gpu", f"cd {src} && find . -type f -print0 | sort -z | xargs -0 sha256sum")
+    models = {name: digest for digest, name in (line.split(None, 1) for line in listing.splitlines())}
+    # The backup's sources: a lab host has no Proxmox, so each missing one gets a marker file.
+    for source in BACKUP.sources:
+        quoted = shlex.quote(source)
+        sh(lab, "prox-101", f"[ -e {quoted} ] || {{ mkdir -p {quoted} && echo lab > {quoted}/brainall-lab-stand-in; }}")
+    sh(lab, "prox-101", f"mkdir -p /root/backup && echo {TOKEN} > /root/backup/brainall-test-{TOKEN}.txt")
+    return models
+
+
+@pytest.fixture(scope="module")
+def box_ready(lab: Lab, env: dict[str, str]) -> subprocess.CompletedProcess[str]:  # noqa: F811
+    # Port 22: the box port 23 exists once this deploy ran (unless the lab runtime opened it).
+    return pyinfra(lab, env, "deploys/lab_storagebox.py", "storagebox", data=("ssh_port=22",))
+
+
+@pytest.fixture(scope="module")
+def phase1(
+    lab: Lab,  # noqa: F811
+    env: dict[str, str],
+    box_ready: subprocess.CompletedProcess[str],
+    seeded: dict[str, str],
+) -> subprocess.CompletedProcess[str]:
+    assert box_ready.returncode == 0, "the lab Storage Box deploy failed (see its output above)"
+    return pyinfra(lab, env, "deploys/phase1.py", *CLIENTS)
+
+
+# --------------------------------------------------------------------------- the box
+def test_lab_box_serves_ssh_on_both_ports_and_samba(lab: Lab, env: dict[str, str], box_ready) -> None:  # noqa: F811
+    assert box_ready.returncode == 0
+    box = lab.host("storagebox")
+    assert box.socket(f"tcp://0.0.0.0:{BOX.port}").is_listening
+    assert box.socket("tcp://0.0.0.0:22").is_listening
+    assert box.socket("tcp://0.0.0.0:445").is_listening
+    assert box.service("smbd").is_running
+    chroot = box.file(chroot_of(BOX.user))
+    assert (chroot.user, chroot.mode) == ("root", 0o755)
+    assert box.file(HOME).user == BOX.user
+    # sshd's effective settings for the box user on each port
+    on_box_port = sh(lab, "storagebox", f"sshd -T -C user={BOX.user},host=x,addr=10.77.1.1,lport={BOX.port}")
+    assert f"chrootdirectory {chroot_of(BOX.user)}" in on_box_port.splitlines()
+    assert "forcecommand none" in on_box_port.splitlines()
+    on_22 = sh(lab, "storagebox", f"sshd -T -C user={BOX.user},host=x,addr=10.77.1.1,lport=22")
+    assert "forcecommand internal-sftp -d /home" in on_22.splitlines()
+    again = pyinfra(lab, env, "deploys/lab_storagebox.py", "storagebox", data=("ssh_port=22",))
+    assert again.returncode == 0
+    assert grand_total(again)["success"] == "-", changed_ops(again)
+
+
+# --------------------------------------------------------------------------- phase 1
+def test_phase1_first_run_succeeds(phase1: subprocess.CompletedProcess[str]) -> None:
+    assert phase1.returncode == 0
+    assert grand_total(phase1)["error"] == "-"
+
+
+@pytest.mark.parametrize("name", CLIENTS)
+def test_each_client_has_its_own_key_installed_and_the_box_key_pinned(lab: Lab, phase1, name: str) -> None:  # noqa: F811
+    host = lab.host(name)
+    key = host.file(KEY_PATH)
+    assert (key.user, key.mode) == ("root", 0o600)
+    assert host.file(f"{KEY_PATH}.pub").content_string.startswith("ssh-ed25519 ")
+    assert host.file(os.path.dirname(KEY_PATH)).mode == 0o700
+    public = host.file(f"{KEY_PATH}.pub").content_string.strip()
+    authorized = lab.host("storagebox").file(f"{HOME}/.ssh/authorized_keys").content_string.splitlines()
+    assert public in authorized
+    pinned = sh(lab, name, f"ssh-keygen -F {shlex.quote(BOX.known_hosts_name)} -f {KNOWN_HOSTS}")
+    box_keys = sh(lab, "storagebox", "cat /etc/ssh/ssh_host_*_key.pub")
+    assert any(
+        line.split()[1:3] == k.split()[0:2]
+        for line in pinned.splitlines()
+        if not line.startswith("#")
+        for k in box_keys.splitlines()
+    )
+    # A key login that could prompt would hang here; BatchMode makes it fail instead, and it works.
+    sh(lab, name, f"timeout 60 ssh -F /dev/null {BOX_SSH} {BOX.login} ls >/dev/null")
+
+
+def test_sshfs_write_on_gpu_read_on_the_box_and_back(lab: Lab, phase1) -> None:  # noqa: F811
+    gpu = lab.host("gpu")
+    assert gpu.service(SSHFS.automount_unit).is_enabled
+    assert gpu.run(f"systemctl is-active {SSHFS.automount_unit}").stdout.strip() == "active"
+    name = f"brainall-test-{TOKEN}.txt"
+    sh(lab, "gpu", f"echo 'from gpu {TOKEN}' > {SSHFS.where}/{name}")  # the first access mounts it
+    # the autofs trigger, and over it the SSHFS mount
+    assert "autofs" in sh(lab, "gpu", f"findmnt -n -t autofs -o FSTYPE {SSHFS.where}")
+    source, options = sh(lab, "gpu", f"findmnt -n -t fuse.sshfs -o SOURCE,OPTIONS {SSHFS.where}").split()
+    assert source == SSHFS.what
+    assert "allow_other" in options.split(",")
+    assert lab.host("storagebox").file(f"{HOME}/models/{name}").content_string == f"from gpu {TOKEN}\n"
+    back = f"{HOME}/models/back-{name}"
+    sh(lab, "storagebox", f"echo 'from the box {TOKEN}' > {back} && chown {BOX.user}: {back}")
+    assert sh(lab, "gpu", f"cat {SSHFS.where}/back-{name}") == f"from the box {TOKEN}\n"
+    # allow_other: another local user reads it too
+    assert sh(lab, "gpu", f"setpriv --reuid=65534 --regid=65534 --clear-groups cat {SSHFS.where}/back-{name}") == (
+        f"from the box {TOKEN}\n"
+    )
+
+
+def test_cifs_on_prox106(lab: Lab, phase1, password: Path) -> None:  # noqa: F811
+    host = lab.host("prox-106")
+    credentials = host.file(CIFS_CREDENTIALS)
+    assert (credentials.user, credentials.group, credentials.mode) == ("root", "root", 0o600)
+    expected = f"username={BOX.user}\npassword={password.read_text().rstrip(chr(10))}\n"
+    assert digest_of(lab, "prox-106", CIFS_CREDENTIALS) == hashlib.sha256(expected.encode()).hexdigest()
+    assert host.service(CIFS.automount_unit).is_enabled
+    assert host.run(f"systemctl is-active {CIFS.automount_unit}").stdout.strip() == "active"
+    name = f"brainall-test-{TOKEN}.txt"
+    kernel_has_cifs = host.run("grep -qw cifs /proc/filesystems").rc == 0
+    if kernel_has_cifs:
+        print("prox-106: the kernel offers cifs: testing through the real CIFS mount")
+        sh(lab, "prox-106", f"echo 'from prox-106 {TOKEN}' > {CIFS.where}/{name}")
+        assert sh(lab, "prox-106", f"findmnt -n -t cifs -o SOURCE {CIFS.where}").strip() == CIFS.what
+    else:
+        print(
+            "prox-106: this kernel has no cifs module (/proc/filesystems lists none, and a container "
+            "cannot load one): checking the generated units with systemd-analyze verify and the share "
+            "with a real smbclient session using the same credentials file"
+        )
+        units = f"/etc/systemd/system/{CIFS.mount_unit} /etc/systemd/system/{CIFS.automount_unit}"
+        verify = host.run(f"systemd-analyze verify {units}")
+        assert verify.rc == 0, verify.stdout + verify.stderr
+        assert CIFS.mount_unit not in verify.stderr, verify.stderr
+        sh(
+            lab,
+            "prox-106",
+            "command -v smbclient >/dev/null || DEBIAN_FRONTEND=noninteractive timeout 600 "
+            "apt-get install -y -q --no-install-recommends smbclient >/dev/null",
+        )
+        share = f"//{BOX.address}/{PROX106.cifs[0].share}"
+        sh(lab, "prox-106", f"echo 'from prox-106 {TOKEN}' > /tmp/{name}")
+        session = sh(
+            lab,
+            "prox-106",
+            f"smbclient {share} -A {CIFS_CREDENTIALS} -m SMB3 -e "
+            f"-c 'cd {PROX106.cifs[0].subdir}; put /tmp/{name} {name}; ls {name}' 2>&1",
+        )
+        assert name in session
+    assert lab.host("storagebox").file(f"{HOME}/uploads/{name}").content_string == f"from prox-106 {TOKEN}\n"
+
+
+def test_mounts_never_hold_up_boot(lab: Lab, phase1) -> None:  # noqa: F811
+    for name, units in (("gpu", SSHFS), ("prox-106", CIFS)):
+        host = lab.host(name)
+        # only the automount is enabled (pulled in by remote-fs.target); the mount itself waits
+        # for nobody at boot, and gives up after its TimeoutSec when the box does not answer
+        assert host.run(f"systemctl is-enabled {units.mount_unit}").stdout.strip() == "static"
+        assert "remote-fs.target" in sh(lab, name, f"systemctl show -p WantedBy --value {units.automount_unit}")
+        assert sh(lab, name, f"systemctl show -p TimeoutUSec --value {units.mount_unit}").strip() == (
+            f"{units.timeout_s}s"
+        )
+        assert "_netdev" in sh(lab, name, f"systemctl show -p Options --value {units.mount_unit}")
+
+
+def test_backup_service_puts_the_files_on_the_box_with_one_log_line(lab: Lab, phase1) -> None:  # noqa: F811
+    host = lab.host("prox-101")
+    assert host.service(f"{BACKUP.unit}.timer").is_enabled
+    assert host.run(f"systemctl is-active {BACKUP.unit}.timer").stdout.strip() == "active"
+    before = host.run(f"wc -l < {BACKUP_LOG}").stdout.strip() if host.file(BACKUP_LOG).exists else "0"
+    run = host.run(f"systemctl start {BACKUP.unit}.service")
+    log = host.file(BACKUP_LOG).content_string.splitlines()
+    assert run.rc == 0, f"{run.stderr}\n{log[-3:]}"
+    new = log[int(before) :]
+    assert len(new) == 1 and f"brainall-backup {BACKUP.name}: ok: 3 source(s) to {BACKUP.where}" in new[0], new
+    copied = f"{HOME}/{PROX101.backups[0].destination}/root/backup/brainall-test-{TOKEN}.txt"
+    assert lab.host("storagebox").file(copied).content_string == f"{TOKEN}\n"
+    journal = sh(lab, "prox-101", f"journalctl -u {BACKUP.unit}.service -o cat --no-pager")
+    assert new[0] in journal
+
+
+def test_a_second_backup_run_waits_for_nobody_and_overlaps_nothing(lab: Lab, phase1) -> None:  # noqa: F811
+    host = lab.host("prox-101")
+    before = len(host.file(BACKUP_LOG).content_string.splitlines())
+    # Hold the run lock as a first run would, and start the service meanwhile.
+    run = host.run(f"flock -n {BACKUP.lock} systemctl start {BACKUP.unit}.service")
+    assert run.rc == 0, run.stderr
+    new = host.file(BACKUP_LOG).content_string.splitlines()[before:]
+    assert len(new) == 1 and f"brainall-backup {BACKUP.name}: skipped: an earlier run still holds" in new[0], new
+
+
+def test_ollama_models_are_on_the_box_verified_and_linked(lab: Lab, phase1, seeded: dict[str, str]) -> None:  # noqa: F811
+    gpu = lab.host("gpu")
+    link = gpu.file(OLLAMA.source)
+    assert link.is_symlink and link.linked_to == OLLAMA.target
+    assert not gpu.file(f"{OLLAMA.source}.before-storagebox").exists
+    remote_dir = f"{HOME}/{OLLAMA.remote.split(':', 1)[1]}"
+    on_box = sh(lab, "storagebox", f"cd {remote_dir} && find . -type f -print0 | sort -z | xargs -0 sha256sum")
+    box_digests = {name: digest for digest, name in (line.split(None, 1) for line in on_box.splitlines())}
+    assert {k: v for k, v in box_digests.items() if k in seeded} == seeded
+    through_link = sh(lab, "gpu", f"cd {OLLAMA.source}/ && find . -type f -print0 | sort -z | xargs -0 sha256sum")
+    assert {name: digest for digest, name in (line.split(None, 1) for line in through_link.splitlines())} == box_digests
+
+
+def test_phase1_again_changes_nothing(lab: Lab, env: dict[str, str], phase1) -> None:  # noqa: F811
+    again = pyinfra(lab, env, "deploys/phase1.py", *CLIENTS)
+    assert again.returncode == 0
+    assert grand_total(again)["success"] == "-", changed_ops(again)
+    assert changed_ops(again) == []
+
+
+def test_unreachable_box_names_its_address_and_port(lab: Lab, env: dict[str, str], phase1, tmp_path: Path) -> None:  # noqa: F811
+    closed_port = 2323
+    text = BUILTIN_ROLEMAP.read_text()
+    lab_line = f"storagebox: {{address: {BOX.address}, ssh_port: {BOX.port}}}"
+    assert lab_line in text
+    rolemap = tmp_path / "unreachable-box.yaml"
+    rolemap.write_text(text.replace(lab_line, f"storagebox: {{address: {BOX.address}, ssh_port: {closed_port}}}"))
+    result = pyinfra(lab, env, "deploys/phase1.py", "prox-101", data=(f"brainall_rolemap={rolemap}",))
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert f"Storage Box {BOX.address}:{closed_port} unreachable from prox-101: Connection refused" in output
+    assert "Traceback" not in output
+
+
+def test_the_password_is_never_printed_nor_logged(lab: Lab, password: Path, phase1) -> None:  # noqa: F811
+    secret = password.read_text().rstrip("\n")
+    assert len(PRINTED) >= 6, "expected the output of every deploy run"
+    for index, text in enumerate(PRINTED):
+        assert secret not in text, f"pyinfra output #{index} contains the Storage Box password"
+    for name in (*CLIENTS, "storagebox"):
+        journal = lab.host(name).run("journalctl --no-pager -o cat -n 50000").stdout
+        assert journal, f"{name}: empty journal"
+        assert secret not in journal, f"{name}: the journal contains the Storage Box password"
+        listing = sh(lab, name, "ps -eo args")
+        assert secret not in listing

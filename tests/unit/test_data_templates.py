@@ -1,0 +1,93 @@
+"""The data tier's rendered files: dump and clean-up scripts (run through `sh -n`), units, vzdump."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from brainall_ops.data.logic import DUMP_LOG, data_spec
+from brainall_ops.data.rendering import render
+from brainall_ops.data.vzdump import render_vzdump, vzdump_vmids
+from brainall_ops.errors import BrainallError
+from brainall_ops.rolemap import load_rolemap
+from brainall_ops.rolemap.models import VzdumpBackup
+
+RM = load_rolemap()
+SPEC = data_spec(RM, "lab")
+
+
+def _sh_syntax_ok(script: str) -> None:
+    result = subprocess.run(["sh", "-n"], input=script, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_dump_script_locks_logs_keeps_n_and_mirrors_to_the_box() -> None:
+    script = render("pg-dump.sh.j2", job=SPEC.dump, log=DUMP_LOG)
+    _sh_syntax_ok(script)
+    assert "flock -n 9" in script and SPEC.dump.lock in script
+    assert "pg_dump -Fc -d brainall" in script
+    assert "pg_restore --list" in script  # a dump that does not read back fails the run
+    assert "tail -n +8" in script  # keep: 7
+    assert "rsync -rt --delete" in script and "u503462@10.77.1.50:backups/postgres/" in script
+    assert "StrictHostKeyChecking=yes" in script and "BatchMode=yes" in script
+    assert script.count('say "ok:') == 1
+
+
+def test_dump_units_run_the_script_on_the_calendar() -> None:
+    service = render("pg-dump.service.j2", job=SPEC.dump, pg_service=SPEC.pg_service)
+    timer = render("pg-dump.timer.j2", job=SPEC.dump)
+    assert f"ExecStart={SPEC.dump.script}" in service and "Type=oneshot" in service
+    assert "OnCalendar=*-*-* 02:30:00" in timer and "Persistent=true" in timer
+
+
+def test_cleanup_is_bounded_and_never_touches_containers() -> None:
+    assert RM.data is not None and RM.data.cleanup is not None
+    script = render("cleanup.sh.j2", cleanup=RM.data.cleanup, log="/var/log/x.log", lock="/run/lock/x.lock")
+    _sh_syntax_ok(script)
+    assert "journalctl --vacuum-size=500M" in script
+    assert "-mtime +14" in script
+    assert 'docker image prune --all --force --filter "until=168h"' in script
+    for forbidden in ("container prune", "volume prune", "system prune", "docker rm", "builder prune"):
+        assert forbidden not in script
+    assert "command -v docker" in script  # a host without Docker skips the images
+    assert "freed $freed bytes" in script
+
+
+def test_vzdump_storage_and_job_render_in_proxmox_format() -> None:
+    config = render_vzdump(RM)
+    lines = config.storage_cfg.splitlines()
+    assert lines[0] == "cifs: storagebox"
+    assert "\tserver u503462.your-storagebox.de" in lines and "\tshare backup" in lines
+    assert "\tsubdir /vzdump" in lines and "\tcontent backup" in lines
+    assert "\tprune-backups keep-daily=7,keep-weekly=4" in lines
+    assert all(line.startswith("\t") for line in lines[1:] if line)
+    job = config.jobs_cfg.splitlines()
+    assert job[0] == "vzdump: brainall-storagebox"
+    assert "\tall 1" in job and "\tstorage storagebox" in job and "\tschedule 01:00" in job
+    assert "password" not in config.storage_cfg
+
+
+def test_vzdump_of_named_vms_needs_their_vmids() -> None:
+    with pytest.raises(BrainallError, match="has no vmid"):
+        vzdump_vmids(RM, VzdumpBackup(vms=["vm-brainall-db"]))
+    with pytest.raises(BrainallError, match="not a VM"):
+        vzdump_vmids(RM, VzdumpBackup(vms=["nope"]))
+
+
+def test_lab_vzdump_uses_the_lab_box() -> None:
+    assert "\tserver 10.77.1.50" in render_vzdump(RM, "lab").storage_cfg
+
+
+def test_phase5_plan_lists_the_data_tier_and_monitoring() -> None:
+    from brainall_ops.planning.plan import build_plan
+
+    plan = build_plan(RM, "builtin")
+    phase5 = [c for c in plan.changes if c.phase == "phase5"]
+    targets = {c.target for c in phase5 if c.concern == "data"}
+    assert {"vm-brainall-db", "vm-brainall-api", "vm-brainall-workers", "bastion"} <= targets
+    summaries = " ".join(c.summary for c in phase5)
+    assert "192.168.100.71:5432 only" in summaries and "shared_buffers 4096 MB" in summaries
+    assert {c.target for c in phase5 if c.concern == "monitoring"} >= {h.name for h in RM.hosts}
+    assert any("bastion: disk 87 %" in w for w in plan.warnings)
+    assert any("Grafana" in w for w in plan.warnings)
