@@ -90,7 +90,8 @@ def mode(mode: str | None, dry: bool, force: bool, inventory: str, rolemap: str 
         if plan.empty:
             click.echo(f"backend cluster already in {mode} mode: nothing to do")
             return
-        click.echo(f"backend cluster on {spec.host} (nginx on {spec.proxy_host}): {was} -> {mode}")
+        change = f"{was} -> {mode}" if live.mode != mode else f"{mode} (converging: {len(plan.steps)} steps)"
+        click.echo(f"backend cluster on {spec.host} (nginx on {spec.proxy_host}): {change}")
         if dry:
             for index, step in enumerate(plan.steps, 1):
                 click.echo(f"  [{index}/{len(plan.steps)}] {step.describe(spec)}")

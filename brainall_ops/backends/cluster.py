@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from brainall_ops.backends.nginx import describe_routes, parse_upstream, render_upstream
+from brainall_ops.backends.nginx import describe_routes, parse_upstream, render_upstream, upstream_is_current
 from brainall_ops.backends.remote import Remote, SSHTarget
 from brainall_ops.backends.spec import (
     MODES,
@@ -44,7 +44,7 @@ from brainall_ops.errors import BrainallError
 Log = Callable[[str], None]
 
 
-def parse_inspect(data: Mapping[str, Any], routes: Mapping[int, Route] | None) -> Live:
+def parse_inspect(data: Mapping[str, Any], routes: Mapping[int, Route] | None, upstream_current: bool = True) -> Live:
     """`Live` from `backendctl inspect`'s JSON and the proxy's route table."""
     try:
         instances = {
@@ -74,6 +74,7 @@ def parse_inspect(data: Mapping[str, Any], routes: Mapping[int, Route] | None) -
             shape=dict(data.get("shape") or {}),
             switching_until=data.get("switching_until"),
             watchdog=str(data.get("watchdog") or "unknown"),
+            upstream_current=upstream_current,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise BrainallError(f"backendctl inspect: unexpected output ({type(exc).__name__}: {exc})") from None
@@ -120,7 +121,8 @@ class Cluster:
             raise BrainallError(f"{self.api.name}: backendctl inspect did not print JSON") from None
         upstream = self.proxy.run(f"cat {NGINX_UPSTREAM_PATH} 2>/dev/null || true", timeout=30)
         routes = parse_upstream(upstream.splitlines()) if upstream.strip() else None
-        return parse_inspect(data, routes)
+        current = upstream_is_current(self.spec, upstream, self.api_address) if routes else True
+        return parse_inspect(data, routes, current)
 
     def plan(self, target: Mode, *, force: bool = False, live: Live | None = None) -> SwitchPlan:
         live = live or self.inspect()
@@ -200,7 +202,7 @@ class Cluster:
                 return f"{drained['remaining']} connection(s) still open after {spec.drain_s}s"
             return f"no connections after {drained['waited_s']:.2f}s"
         if isinstance(step, SetRoutes):
-            text = render_upstream(spec, step.table, self.api_address, f"routes {describe_routes(spec, step.table)}")
+            text = render_upstream(spec, step.table, self.api_address)
             out = self.proxy.run(f"{NGINX_APPLY_PATH} {spec.drain_s}", stdin=text, timeout=spec.drain_s + 60)
             return out.strip().splitlines()[-1] if out.strip() else ""
         if isinstance(step, Enable):
@@ -242,7 +244,7 @@ class Cluster:
                     table[port] = "normal"
                 else:
                     table[port] = final[port]
-            text = render_upstream(self.spec, table, self.api_address, "recovery after a failed switch")
+            text = render_upstream(self.spec, table, self.api_address)
             self.proxy.run(f"{NGINX_APPLY_PATH} {self.spec.drain_s}", stdin=text, timeout=self.spec.drain_s + 60)
             if previous_mode is not None and previous_mode != target:
                 self.api.run(self._tool(f"set-mode {previous_mode}"), timeout=30)
@@ -256,9 +258,7 @@ class Cluster:
 
 
 @contextmanager
-def open_cluster(
-    spec: ClusterSpec, hosts: Mapping[str, Mapping[str, Any]], log: Log = print
-) -> Iterator[Cluster]:
+def open_cluster(spec: ClusterSpec, hosts: Mapping[str, Mapping[str, Any]], log: Log = print) -> Iterator[Cluster]:
     """A `Cluster` over the inventory's SSH data for the role map's API and proxy hosts."""
     for name in (spec.host, spec.proxy_host):
         if name not in hosts:

@@ -217,7 +217,7 @@ def _proxy_host(b: Backends, spec: ClusterSpec) -> None:
         # only the first time: from then on the upstream is the switch's (the mode lives on the hosts)
         files.put(
             name="Initial upstream (the role map's mode)",
-            src=StringIO(render_upstream(spec, spec.routes(spec.initial_mode), str(address), "initial")),
+            src=StringIO(render_upstream(spec, spec.routes(spec.initial_mode), str(address))),
             dest=NGINX_UPSTREAM_PATH,
             mode="0644",
         )

@@ -421,6 +421,10 @@ def watchdog_decision(
     if to_start:
         started = ", ".join(f":{p}" for p in to_start)
         return to_start, f"{count} healthy < {minimum} ({mode}; down: {down}): starting standby {started}"
+    starting = [port for port in standby if active.get(port) and not healthy.get(port)]
+    if starting:
+        waiting = ", ".join(f":{p}" for p in starting)
+        return [], f"{count} healthy < {minimum} ({mode}; down: {down}): waiting for standby {waiting}"
     return [], f"{count} healthy < {minimum} ({mode}; down: {down}) and no standby left to start"
 
 

@@ -34,8 +34,9 @@ def render_template(name: str, **context: object) -> str:
     return _jinja().get_template(name).render(**context)
 
 
-def render_upstream(spec: ClusterSpec, routes: Mapping[int, Route], address: str, note: str) -> str:
-    """The upstream file for `routes`, servers in role-map order."""
+def render_upstream(spec: ClusterSpec, routes: Mapping[int, Route], address: str, note: str | None = None) -> str:
+    """The upstream file for `routes`, servers in role-map order. The same routes always render
+    the same text (unless a `note` is given), so a file can be checked against its own routes."""
     ordered = [(port, routes[port]) for port in spec.ports if port in routes]
     if all(route == "backup" for _, route in ordered):
         raise ValueError("nginx needs a server that is not a backup in an upstream")
@@ -47,7 +48,7 @@ def render_upstream(spec: ClusterSpec, routes: Mapping[int, Route], address: str
         routes=ordered,
         address=address,
         proxy=spec.proxy,
-        note=note,
+        note=note or f"routes {describe_routes(spec, routes)}",
     )
 
 
@@ -68,6 +69,17 @@ def parse_upstream(lines: Iterable[str]) -> dict[int, Route]:
         route: Route = "down" if "down" in params else "backup" if "backup" in params else "normal"
         routes[int(match["port"])] = route
     return routes
+
+
+def upstream_is_current(spec: ClusterSpec, text: str, address: str) -> bool:
+    """Whether an upstream file is what this toolkit renders for its own routes (the role map's proxy
+    settings, the API host's address): False after a change of max_fails, keepalive, address..."""
+    routes = parse_upstream(text.splitlines())
+    try:
+        expected = render_upstream(spec, routes, address)
+    except (ValueError, KeyError):
+        return False
+    return text.strip() == expected.strip()
 
 
 def describe_routes(spec: ClusterSpec, routes: Mapping[int, Route]) -> str:

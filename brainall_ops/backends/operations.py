@@ -12,7 +12,7 @@ from pyinfra.facts.files import FileContents
 
 from brainall_ops.backends.cluster import open_cluster, parse_inspect, shape_problems
 from brainall_ops.backends.facts import BackendCluster
-from brainall_ops.backends.nginx import parse_upstream
+from brainall_ops.backends.nginx import parse_upstream, upstream_is_current
 from brainall_ops.backends.spec import NGINX_UPSTREAM_PATH, ClusterSpec, Mode
 from brainall_ops.backends.switch import plan_switch
 from brainall_ops.errors import BrainallError
@@ -59,7 +59,9 @@ def converged(spec: ClusterSpec, target: Mode | None = None) -> Generator[Any, N
     if proxy is None:
         raise OperationError(f"the inventory has no proxy host {spec.proxy_host!r}")
     lines = proxy.get_fact(FileContents, path=NGINX_UPSTREAM_PATH)
-    live = parse_inspect(data, parse_upstream(lines) if lines else None)
+    address = str(host.data.get("brainall_address") or host.data.get("ssh_hostname") or host.name)
+    current = upstream_is_current(spec, "\n".join(lines), address) if lines else True
+    live = parse_inspect(data, parse_upstream(lines) if lines else None, current)
     if shape_problems(spec, live):  # the deploy writes the environment file first: only a dry run sees this
         yield FunctionCommand(_converge, (spec, target), {})
         return

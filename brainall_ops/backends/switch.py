@@ -59,6 +59,7 @@ class Live:
     shape: Mapping[str, str] = field(default_factory=dict)  # the environment file's shape variables
     switching_until: float | None = None
     watchdog: str = "unknown"
+    upstream_current: bool = True  # False: the file differs from its routes' rendering (settings changed)
 
 
 # --------------------------------------------------------------------------- steps
@@ -234,7 +235,8 @@ def plan_switch(spec: ClusterSpec, live: Live, target: Mode, *, force: bool = Fa
         if live.instances.get(q) and live.instances[q].enabled:
             steps.append(Enable(q, False))
 
-    plan.steps = _merge_routes(steps, current)
+    # an upstream whose settings changed is rewritten even where its routes stay the same
+    plan.steps = _merge_routes(steps, current if live.upstream_current else {})
     return plan
 
 

@@ -5,10 +5,15 @@ Which host: by default the role map's `ceph.monitor_host`, with its connection d
 generated site inventory (`inventories/<site>.py`, written by `brainall-ops inventory`): over SSH,
 `ceph` with the host's own /etc/ceph/ceph.conf. `--inventory`/`--host` pick another, `--local`
 runs `ceph` on this machine (pyinfra's `@local`), and `--ceph-conf` passes `ceph -c PATH` (the
-test cluster). A Proxmox VE node can also be read through its API (GET
-/nodes/{node}/ceph/pool/{name} gives pg_num, pg_autoscale_mode and the autoscaler's
-pg_num_final; PUT on the same path sets them); that path is not implemented here: SSH to the
-node and the `ceph` CLI is the supported one.
+test cluster).
+
+The Proxmox VE API is an alternative way in (checked against the PVE 9.1 API schema): GET
+/nodes/{node}/ceph/pool lists every pool with pg_num, pg_num_final (the autoscaler's), size,
+pg_autoscale_mode and autoscale_status; GET /nodes/{node}/ceph/pool/{name}/status shows one pool
+(with pgp_num); PUT /nodes/{node}/ceph/pool/{name} sets pg_num and pg_autoscale_mode; GET
+/cluster/ceph/status gives health. It is not implemented here: it has no `osd df`, no
+mon_max_pg_per_osd and no all-or-nothing undo, and its PUT needs a token with Sys.Modify on `/`,
+where SSH to the node with the `ceph` CLI needs nothing new.
 
 pyinfra is imported inside the functions that need it, so importing this module stays cheap.
 """

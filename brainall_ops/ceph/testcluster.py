@@ -306,7 +306,7 @@ class TestCluster:
         start: float | None,
         timeout_s: float,
         detail: Callable[[], str] | None = None,
-        interval_s: float = 0.5,
+        interval_s: float = 1.0,
     ) -> None:
         """Poll `predicate` until it is true; bounded by `timeout_s` from `start` (or from now)."""
         deadline = (start if start is not None else time.monotonic()) + timeout_s

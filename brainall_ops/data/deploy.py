@@ -7,6 +7,8 @@ them, and reach the host on stdin or as a SCRAM verifier (never a command line).
 
 from __future__ import annotations
 
+import shlex
+
 from pyinfra import host
 from pyinfra.api import OperationError, deploy
 from pyinfra.operations import apt, files, systemd
@@ -184,6 +186,7 @@ def _dump_backup(spec: DataSpec) -> None:
         create_remote_dir=True,
         job=job,
         log=DUMP_LOG,
+        q=shlex.quote,
     )
     service = files.template(
         name=f"{DUMP_UNIT}.service",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from io import StringIO
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import DeployError, deploy
 from pyinfra.api.exceptions import NoHostError
 from pyinfra.facts.deb import DebPackages
@@ -19,7 +19,8 @@ from pyinfra.operations import apt, files, systemd
 
 from brainall_ops.deploy_context import environment_for, rolemap_for
 from brainall_ops.errors import BrainallError
-from brainall_ops.firewall.operations import pve_host_firewall_off, ruleset, sshd_listens_on
+from brainall_ops.firewall.facts import SshdPorts
+from brainall_ops.firewall.operations import pve_host_firewall_off, ruleset
 from brainall_ops.firewall.policy import HostFirewall, compile_host, members
 from brainall_ops.firewall.render import (
     FAIL2BAN_JAIL,
@@ -112,7 +113,17 @@ def firewall() -> None:
         _retries=APT_RETRIES,
         _retry_delay=APT_RETRY_DELAY_S,
     )
-    sshd_listens_on(name=f"sshd listens on the policy's SSH port {fw.ssh_port}", port=fw.ssh_port)
+    # Checked before anything runs, on every host: a ruleset whose SSH port sshd does not listen
+    # on would shut every admin out (phase 1 moves sshd to firewall.ssh_port first).
+    sshd_ports = host.get_fact(SshdPorts)
+    if fw.ssh_port not in sshd_ports:
+        raise DeployError(
+            f"{name}: sshd listens on {sshd_ports or 'no port'} but the firewall's SSH port is {fw.ssh_port}; "
+            "deploy the base system (phase 1) first, so sshd follows firewall.ssh_port. Nothing was changed."
+        )
+    if sshd_ports != [fw.ssh_port]:
+        others = ", ".join(str(p) for p in sshd_ports if p != fw.ssh_port)
+        logger.warning(f"{name}: sshd also listens on {others}: the firewall drops those (one SSH port)")
 
     unit = files.put(
         name="Boot unit: load the confirmed ruleset", src=StringIO(render_unit()), dest=UNIT_PATH, mode="0644"

@@ -26,6 +26,8 @@ def _normalize(line: str) -> str:
         return "meta l4proto " + (names[0] if len(names) == 1 else "{ " + ", ".join(names) + " }")
 
     return _L4PROTO.sub(protocols, line)
+
+
 _TABLE = re.compile(r"^(?:add\s+|delete\s+)?table\s+\S+\s+\S+\s*(\{)?$")
 
 

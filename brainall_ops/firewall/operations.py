@@ -6,12 +6,12 @@ from collections.abc import Generator
 from io import StringIO
 
 from pyinfra import host, logger
-from pyinfra.api import FileUploadCommand, FunctionCommand, OperationError, StringCommand, operation
+from pyinfra.api import FileUploadCommand, FunctionCommand, StringCommand, operation
 from pyinfra.api.host import Host
 from pyinfra.api.state import State
 
 from brainall_ops.firewall import remote
-from brainall_ops.firewall.facts import FirewallTable, PveHostFirewall, SshdPorts
+from brainall_ops.firewall.facts import FirewallTable, PveHostFirewall
 from brainall_ops.firewall.record import read_record, write_record
 from brainall_ops.firewall.render import digest
 from brainall_ops.firewall.sshpath import SshPath, run_ssh
@@ -43,25 +43,6 @@ def _confirm_reachable(state: State, host: Host, paths: tuple[SshPath, ...], rol
 def _record(state: State, host: Host, environment: str, name: str, text: str) -> bool:
     write_record(environment, name, text)
     return True
-
-
-@operation()
-def sshd_listens_on(port: int) -> Generator[str, None, None]:
-    """Refuse (before anything is changed) a host whose sshd does not listen on the policy's one
-    SSH port: the new ruleset would shut every admin out. Yields nothing: a check, not a change."""
-    ports = host.get_fact(SshdPorts)
-    if port not in ports:
-        raise OperationError(
-            f"{host.name}: sshd listens on {ports or 'no port'} but the firewall's SSH port is {port}; "
-            "deploy the base system (phase 1) first, so sshd follows firewall.ssh_port"
-        )
-    if ports != [port]:
-        host.log_styled(
-            f"sshd also listens on {', '.join(str(p) for p in ports if p != port)}: the firewall drops those",
-            fg="yellow",
-            log_func=logger.warning,
-        )
-    yield from ()
 
 
 @operation()

@@ -22,18 +22,21 @@ from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from brainall_ops.deploy_context import rolemap_for
+from brainall_ops.errors import BrainallError
 from brainall_ops.inference import operations as ops
 from brainall_ops.inference.facts import NvidiaGpus
 from brainall_ops.inference.logic import (
     APT_PACKAGES,
     ENV_DIR,
     PROBE_PATH,
+    REDIS_AUTH_CONF,
     SERVICE_HOME,
     SERVICE_USER,
     UNIT_TEMPLATE,
     build_services,
     effective_inference,
     gpu_refusal,
+    redis_password,
     runtimes,
     source_refusal,
     vram_budget,
@@ -79,7 +82,11 @@ def _template(name: str) -> str:
 @deploy("BrainAll inference: vLLM in place of Ollama (phase 3)")
 def inference_services() -> None:
     rm = rolemap_for(host.data)
-    inf, _overrides = effective_inference(rm)
+    try:
+        inf, _overrides = effective_inference(rm)
+        redis_password()  # checked now; read again where it is written, never kept here
+    except BrainallError as exc:
+        raise InferenceRefused(str(exc)) from None
 
     # 1. Refusals, before any operation is queued.
     budget = vram_budget(rm, inf)
@@ -198,7 +205,9 @@ def inference_services() -> None:
         address=address,
         port=inf.redis_port,
         maxmemory_mb=inf.redis_maxmemory_mb,
+        auth_conf=REDIS_AUTH_CONF,
     )
+    redis_secret = ops.redis_auth(name=f"Redis password ({REDIS_AUTH_CONF}, 0600)", path=REDIS_AUTH_CONF, owner="redis")
     redis_dropin = files.template(
         name="Redis starts once the network is up",
         src=_template("redis-network.conf.j2"),
@@ -211,7 +220,7 @@ def inference_services() -> None:
         name="Redis cache restarted with its configuration",
         service="redis-server.service",
         restarted=True,
-        _if=any_changed(redis_conf, redis_dropin),
+        _if=any_changed(redis_conf, redis_secret, redis_dropin),
     )
     systemd.service(name="Redis cache running", service="redis-server.service", running=True, enabled=True)
 

@@ -7,6 +7,7 @@ No pyinfra here: `brainall-ops plan` and the unit tests use this module as it is
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,12 @@ PROBE_PATH = "/usr/local/lib/brainall-ops/inference_probe.py"
 SERVICE_USER = "vllm"
 SERVICE_HOME = "/var/lib/vllm"
 APT_PACKAGES = ("python3-venv", "rsync", "redis-server")
+# Redis listens on the vSwitch: it takes no connection there without this password (never in
+# the role map, the plan or any output; written to the host in a 0600 file).
+REDIS_PASSWORD_ENV = "BRAINALL_INFERENCE_REDIS_PASSWORD"
+REDIS_PASSWORD_FILE_ENV = "BRAINALL_INFERENCE_REDIS_PASSWORD_FILE"
+REDIS_AUTH_CONF = "/etc/redis/brainall-auth.conf"
+_REDIS_PASSWORD = re.compile(r"^[A-Za-z0-9._~+/=-]{16,256}$")
 # Tolerance between the role map's hardware.gpu.vram_gb and what nvidia-smi reports (the
 # benchmark's "49 GB" is nvidia-smi's 49140 MiB read as decimal GB: 48.0 GiB).
 VRAM_TOLERANCE = 0.10
@@ -83,6 +90,28 @@ def effective_inference(rm: RoleMap, environ: Mapping[str, str] | None = None) -
     except OSError as exc:
         raise BrainallError(f"{OVERRIDES_ENV}={path}: cannot read: {exc.strerror}") from None
     return apply_overrides(rm.inference, text, path), path
+
+
+def redis_password(environ: Mapping[str, str] | None = None) -> str:
+    """The Redis password from $BRAINALL_INFERENCE_REDIS_PASSWORD or the file named by
+    $BRAINALL_INFERENCE_REDIS_PASSWORD_FILE. Errors never include the secret."""
+    env = environ if environ is not None else os.environ
+    value = env.get(REDIS_PASSWORD_ENV)
+    source = REDIS_PASSWORD_ENV
+    if not value and env.get(REDIS_PASSWORD_FILE_ENV):
+        source = f"{REDIS_PASSWORD_FILE_ENV}={env[REDIS_PASSWORD_FILE_ENV]}"
+        try:
+            value = Path(env[REDIS_PASSWORD_FILE_ENV]).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise BrainallError(f"{source}: cannot read: {exc.strerror}") from None
+    if not value:
+        raise BrainallError(
+            f"set {REDIS_PASSWORD_ENV} (or {REDIS_PASSWORD_FILE_ENV}): the inference cache listens on the vSwitch "
+            "and takes no connection there without a password"
+        )
+    if not _REDIS_PASSWORD.match(value):
+        raise BrainallError(f"{source}: the Redis password must be 16 to 256 characters of A-Z a-z 0-9 . _ ~ + / = -")
+    return value
 
 
 # --------------------------------------------------------------------------- GPU memory budget

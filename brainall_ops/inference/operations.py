@@ -3,14 +3,25 @@ run of an unchanged deploy yields nothing."""
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 from collections.abc import Iterator
+from io import BytesIO
 
 from pyinfra import host
-from pyinfra.api import StringCommand, operation
+from pyinfra.api import FileUploadCommand, StringCommand, operation
+from pyinfra.facts.files import File, Sha256File
 
 from brainall_ops.inference.facts import RsyncDrift, ServicesReady, UnitState, VenvPackageVersion
-from brainall_ops.inference.logic import PROBE_PATH, Runtime, ServiceSpec, probe_args, probe_command, rsync_command
+from brainall_ops.inference.logic import (
+    PROBE_PATH,
+    Runtime,
+    ServiceSpec,
+    probe_args,
+    probe_command,
+    redis_password,
+    rsync_command,
+)
 
 # A unit that is starting or running needs no start; systemd restarts a failed one itself
 # (Restart=on-failure: "activating/auto-restart").
@@ -32,6 +43,22 @@ def python_runtime(runtime: Runtime) -> Iterator[StringCommand | str]:
         yield runtime.pip_install_command()
         # The unit runs this script: an index that served something else must not pass unnoticed.
         yield f"test -x {shlex.quote(runtime.vllm)} || {{ echo 'no vllm command in {runtime.venv}' >&2; exit 1; }}"
+
+
+@operation()
+def redis_auth(path: str, owner: str) -> Iterator[StringCommand | FileUploadCommand | str]:
+    """`path` holds Redis's `requirepass`, mode 0600. The password is read from the controller's
+    environment here, at execution: it is never an operation argument, a command line or output."""
+    content = f"# Managed by brainall-ops (phase 3): the inference cache's password.\nrequirepass {redis_password()}\n"
+    data = content.encode()
+    quoted = shlex.quote(path)
+    if host.get_fact(Sha256File, path=path) != hashlib.sha256(data).hexdigest():
+        # Created 0600 first: the upload then writes into a file nobody else can read.
+        yield f"install -m 0600 -o {owner} -g {owner} /dev/null {quoted}"
+        yield FileUploadCommand(BytesIO(data), path)
+    info = host.get_fact(File, path=path) or {}
+    if info.get("mode") != 600 or info.get("user") != owner or info.get("group") != owner:
+        yield f"chown {owner}:{owner} {quoted} && chmod 0600 {quoted}"
 
 
 @operation()
@@ -97,7 +124,11 @@ def ollama_retired(service: str, models_dir: str, copy_dir: str, specs: list[Ser
         [
             "set -e",
             f"if ! {check} >/dev/null; then echo 'vLLM is not ready: {keeps}' >&2; exit 1; fi",
-            f"if [ -d {src} ]; then",
+            # Phase 1 may have moved them already (the local dir a link to the box's copy): then
+            # there is nothing to copy, and checksumming 60 GB against itself over SSHFS is waste.
+            f'if [ -d {src} ] && [ "$(realpath {src})" = "$(realpath -m {copy})" ]; then',
+            f"  echo 'the {service} models already live in {copy_dir}'",
+            f"elif [ -d {src} ]; then",
             f"  if [ ! -d {parent} ]; then echo {shlex.quote(f'{parent} (the Storage Box) is not there: {keeps}')} >&2;"
             " exit 1; fi",
             f"  mkdir -p {copy}",

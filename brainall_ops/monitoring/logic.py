@@ -91,7 +91,7 @@ def ram_used_expr() -> str:
 
 
 def disk_used_expr() -> str:
-    fs = 'fstype!~"tmpfs|overlay|squashfs|fuse.*|nsfs|ramfs"'
+    fs = 'fstype!~"tmpfs|squashfs|fuse.*|nsfs|ramfs"'
     return f"100 * (1 - node_filesystem_avail_bytes{{{fs}}} / node_filesystem_size_bytes{{{fs}}})"
 
 
@@ -114,8 +114,18 @@ def render(name: str, **context: Any) -> str:
     return env.from_string((TEMPLATES / name).read_text(encoding="utf-8")).render(**context)
 
 
+# The exporter's default list of pseudo filesystems, less `overlay`: a container's root (the lab's
+# hosts) is an overlay and must be measured; Docker's own overlays are under /var/lib/docker, which
+# the exporter's mount-point exclusion already skips.
+FS_TYPES_EXCLUDE = (
+    "^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660|mqueue|nsfs|proc|"
+    "procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|sysfs|tracefs)$"
+)
+
+
 def exporter_defaults(spec: MonitoringSpec, address: str) -> str:
-    return render("node-exporter.defaults.j2", address=address, port=spec.node_exporter_port)
+    return render("node-exporter.defaults.j2", address=address, port=spec.node_exporter_port,
+                  fs_types_exclude=FS_TYPES_EXCLUDE)
 
 
 def prometheus_defaults(spec: MonitoringSpec) -> str:

@@ -16,13 +16,24 @@ from brainall_ops.rolemap.loader import BUILTIN_ROLEMAP, display_path, load_role
 @rolemap_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @click.option("--live", is_flag=True, help="Also read live state (read-only calls only).")
-def plan(rolemap_path: Path | None, as_json: bool, live: bool) -> None:
+@click.option(
+    "--environment",
+    default="production",
+    show_default=True,
+    help="Which addresses and endpoints a live plan reads (e.g. lab: the lab hosts and the Proxmox simulator).",
+)
+def plan(rolemap_path: Path | None, as_json: bool, live: bool, environment: str) -> None:
     """Show, phase by phase, what the deploys would do. Touches nothing."""
     from brainall_ops.planning.plan import build_plan
 
     path = rolemap_path or BUILTIN_ROLEMAP
     rm = load_rolemap(path)
-    result = build_plan(rm, display_path(path), live=live)
+    if environment != "production" and environment not in rm.environments:
+        from brainall_ops.errors import BrainallError
+
+        known = ", ".join(sorted({"production", *rm.environments}))
+        raise BrainallError(f"unknown environment {environment!r} (the role map has: {known})")
+    result = build_plan(rm, display_path(path), live=live, environment=environment)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2, sort_keys=False))
     else:

@@ -460,9 +460,12 @@ class Firewall(Strict):
 
 
 # --------------------------------------------------------------------------- base system (phase 1)
+PublicKey = Annotated[str, Field(pattern=r"^(ssh-(ed25519|rsa)|ecdsa-sha2-nistp\d+) [A-Za-z0-9+/=]+( .*)?$")]
+
+
 class Admin(Strict):
     name: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")]
-    ssh_keys: list[Annotated[str, Field(pattern=r"^(ssh-(ed25519|rsa)|ecdsa-sha2-nistp\d+) [A-Za-z0-9+/=]+( .*)?$")]] = []
+    ssh_keys: list[PublicKey] = []
     ssh_key_files: list[str] = Field(default=[], description="public key files on the controller")
     sudo: bool = True
 

@@ -25,8 +25,13 @@ def backup() -> None:
 
 
 @backup.command()
-@click.option("--inventory", "-i", default=DEFAULT_INVENTORY, show_default=True,
-              help="pyinfra inventory with the data host's SSH data (inventories/lab.py for the lab).")
+@click.option(
+    "--inventory",
+    "-i",
+    default=DEFAULT_INVENTORY,
+    show_default=True,
+    help="pyinfra inventory with the data host's SSH data (inventories/lab.py for the lab).",
+)
 @click.option("--rolemap", type=click.Path(dir_okay=False), help="Role map (default: the one the inventory names).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def verify(inventory: str, rolemap: str | None, as_json: bool) -> None:
@@ -59,8 +64,18 @@ def verify(inventory: str, rolemap: str | None, as_json: bool) -> None:
     finally:
         remote.close()
     if as_json:
-        click.echo(json.dumps({"dump": result.dump, "tables": result.tables, "live": result.live,
-                               "problems": result.problems, "ok": result.ok}, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "dump": result.dump,
+                    "tables": result.tables,
+                    "live": result.live,
+                    "problems": result.problems,
+                    "ok": result.ok,
+                },
+                indent=2,
+            )
+        )
     else:
         click.echo(f"{rm.data.host}: restored {result.dump} from {spec.dump.where} into a scratch database")
         for table in sorted(set(result.tables) | set(result.live)):
@@ -71,5 +86,3 @@ def verify(inventory: str, rolemap: str | None, as_json: bool) -> None:
         raise BrainallError(f"backup verify: {'; '.join(result.problems)}")
     if not as_json:
         click.echo(f"ok: {len(result.tables)} table(s), every row count matches")
-
-

@@ -6,13 +6,14 @@ files that hold them are created under umask 077, so they are never readable by 
 even for a moment.
 
 Operations that need an earlier operation's result (a key before a login) run their checks
-for real only while pyinfra executes; during the planning pass (`--dry`, or before `-y`
-executes) they assume the earlier operation will have done its work.
+for real only while pyinfra executes; during a planning pass (`--dry`, or the change preview
+pyinfra shows when run without `-y`) they assume the earlier operation will have done its work.
 """
 
 from __future__ import annotations
 
 import shlex
+from collections.abc import Iterator
 
 from pyinfra import host
 from pyinfra.api import OperationError, StringCommand, operation
@@ -45,14 +46,22 @@ def _host_name() -> str:
     return str(getattr(host.data, "brainall_name", None) or host.name)
 
 
+def _refuse(message: str) -> Iterator[StringCommand]:
+    """Stop this host with `message`. While planning (`--dry`) as pyinfra's one-line operation
+    error; while executing as a command that fails with it, which pyinfra prints under the
+    host's name (an exception raised then would also print a greenlet traceback)."""
+    if not _executing():
+        raise OperationError(message)
+    yield StringCommand(f"echo {shlex.quote(message)} >&2; exit 1")
+
+
 @operation(is_idempotent=True)
 def box_reachable(box: BoxEndpoint):
     """Fail at once, naming the box's address and port, when this host cannot reach the box;
     yields nothing (no change) when it can."""
     probe = host.get_fact(BoxPort, address=box.address, port=box.port)
     if probe.state != "ok":
-        raise OperationError(f"Storage Box {box.where} unreachable from {_host_name()}: {probe.detail}")
-    yield from ()
+        yield from _refuse(f"Storage Box {box.where} unreachable from {_host_name()}: {probe.detail}")
 
 
 @operation(is_idempotent=True)
@@ -116,22 +125,26 @@ def box_key_installed(box: BoxEndpoint, password: Secret | None):
     if probe.state == "ok":
         return
     if probe.state == "host-key":
-        raise OperationError(
+        yield from _refuse(
             f"Storage Box {box.where}: the host key does not match the one pinned in {KNOWN_HOSTS} on {name} "
             f"({probe.detail}); if the box really changed its key, remove the old one from that file"
         )
+        return
     if probe.state == "unreachable":
-        raise OperationError(f"Storage Box {box.where} unreachable from {name}: {probe.detail}")
+        yield from _refuse(f"Storage Box {box.where} unreachable from {name}: {probe.detail}")
+        return
     if probe.state == "error" and _executing():
-        raise OperationError(f"Storage Box {box.where}: login from {name} failed: {probe.detail}")
+        yield from _refuse(f"Storage Box {box.where}: login from {name} failed: {probe.detail}")
+        return
     # "denied", or "no-key" (the key and pin are made by earlier operations of this deploy)
     if password is None:
         if probe.state == "no-key" and not _executing():
             return  # planning pass: nothing can be said before the key exists
-        raise OperationError(
+        yield from _refuse(
             f"Storage Box {box.where}: the key of {name} is not installed there yet, and installing it needs "
             "the box password (BRAINALL_STORAGEBOX_PASSWORD or BRAINALL_STORAGEBOX_PASSWORD_FILE)"
         )
+        return
     verify = " ".join(
         [
             "sftp -b /dev/null",
@@ -155,7 +168,8 @@ def box_directories(box: BoxEndpoint, paths: list[str]):
     missing = host.get_fact(BoxMissingDirs, box=box, paths=tuple(paths))
     if missing is None:
         if _executing():
-            raise OperationError(f"Storage Box {box.where}: {_host_name()} cannot log in to create {', '.join(paths)}")
+            yield from _refuse(f"Storage Box {box.where}: {_host_name()} cannot log in to create {', '.join(paths)}")
+            return
         missing = list(paths)  # planning pass before the key is installed
     if not missing:
         return
@@ -203,7 +217,8 @@ def ollama_models_moved(script: str, source: str, target: str):
     if state == "absent" or state == f"link:{target}":
         return
     if state.startswith("link:"):
-        raise OperationError(f"{source} on {_host_name()} is a link to {state[5:]}, not to {target}: left alone")
+        yield from _refuse(f"{source} on {_host_name()} is a link to {state[5:]}, not to {target}: left alone")
+        return
     yield StringCommand(shlex.quote(script))
 
 

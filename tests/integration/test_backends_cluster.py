@@ -144,8 +144,14 @@ def deployed(lab: Lab, request: pytest.FixtureRequest) -> Iterator[dict[str, Any
     assert second.returncode == 0, f"second deploy failed:\n{second.stdout[-6000:]}\n{second.stderr[-3000:]}"
     # every scenario starts from production mode
     cli(lab, "mode", "production")
-    yield {"first": first.stdout + first.stderr, "second": second.stdout + second.stderr}
-    cli(lab, "mode", "production")
+    try:
+        yield {"first": first.stdout + first.stderr, "second": second.stdout + second.stderr}
+    finally:
+        # Free the ports for the other modules of the session (the firewall test listens on :80 and
+        # :8000 of these hosts): the cluster and nginx stop; the next deploy brings them back.
+        units = " ".join(f"brainall-backend@{p}.service" for p in PORTS)
+        lab.host(API).run(f"systemctl disable --now brainall-backends-watchdog.service {units}")
+        lab.host(NGINX).run("systemctl disable --now nginx.service")
 
 
 # --------------------------------------------------------------------------- the deploy

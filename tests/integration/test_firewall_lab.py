@@ -402,9 +402,11 @@ def firewalled(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[F
                                  f"{listener_code()}EOF")  # fmt: skip
             host.run_expect([0], f"systemd-run --quiet --collect --unit={LISTENER_UNIT} /usr/bin/python3 "
                                  f"{LISTENER_DIR}/listen.py {' '.join(specs)}")  # fmt: skip
-        for name, specs in LISTEN.items():  # something answers on each port (sanity for "dropped")
+        # something answers on each port, our listener or a real service (from the host itself: lo is
+        # always accepted), so a probe that times out was dropped by the firewall, not unanswered
+        for name, specs in LISTEN.items():
             tcp = [s.split("/")[1] for s in specs if s.startswith("tcp/")]
-            check = " && ".join(f"timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/{p}'" for p in tcp)
+            check = " && ".join(f"timeout 3 bash -c 'exec 3<>/dev/tcp/{addr(name)}/{p}'" for p in tcp)
             for _ in range(20):
                 if testlab.host(name).run(check).rc == 0:
                     break
@@ -575,19 +577,47 @@ def test_fail2ban_bans_an_outside_brute_force_on_the_bastion(firewalled: Firewal
     }
 
 
+def variant_inventory(tmp_path: Path, replacements: list[tuple[str, str]]) -> Path:
+    """A lab inventory for a changed copy of the built-in role map."""
+    text = BUILTIN_ROLEMAP.read_text()
+    for old, new in replacements:
+        assert text.count(old) >= 1, old
+        text = text.replace(old, new, 1)
+    rolemap = tmp_path / "variant.yaml"
+    rolemap.write_text(text)
+    inventory = tmp_path / "lab.py"
+    inventory.write_text(render_inventory(parse_rolemap(text, str(rolemap)), text.encode(), str(rolemap), "lab"))
+    return inventory
+
+
+def test_a_host_whose_sshd_is_not_on_the_policys_port_is_refused_untouched(
+    firewalled: Firewalled, tmp_path: Path
+) -> None:
+    """Phase 1 not deployed with the new port yet: applying would shut every admin out."""
+    host = firewalled.testlab.host("vm-brainall-api")
+    before = host.check_output("nft -s list table inet brainall")
+    inventory = variant_inventory(tmp_path, [("  ssh_port: 22 ", "  ssh_port: 2222 ")])
+    result = pyinfra(inventory, ["vm-brainall-api"], firewalled.env)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "vm-brainall-api: sshd listens on [22] but the firewall's SSH port is 2222" in output, output[-2000:]
+    assert "Traceback" not in output
+    assert host.check_output("nft -s list table inet brainall") == before
+    assert not host.file(remote.STAGED).exists
+
+
 def test_a_policy_that_cuts_ssh_is_rolled_back_by_the_host(firewalled: Firewalled, tmp_path: Path) -> None:
     """The admins' address mistyped: the new ruleset locks the controller out of the db VM. The
     fresh connection fails, nothing confirms, and the db VM restores its ruleset by itself."""
     testlab = firewalled.testlab
     target = "vm-brainall-db"
-    text = BUILTIN_ROLEMAP.read_text()
-    wrong = text.replace("firewall_admin_sources: [10.77.0.1/32]", "firewall_admin_sources: [10.77.9.9/32]", 1)
-    wrong = wrong.replace("  rollback_after_s: 60", f"  rollback_after_s: {WRONG_ROLLBACK_S}", 1)
-    assert wrong.count("10.77.9.9/32") == 1 and f"rollback_after_s: {WRONG_ROLLBACK_S}" in wrong
-    rolemap = tmp_path / "wrong.yaml"
-    rolemap.write_text(wrong)
-    inventory = tmp_path / "lab.py"
-    inventory.write_text(render_inventory(parse_rolemap(wrong, "wrong.yaml"), wrong.encode(), str(rolemap), "lab"))
+    inventory = variant_inventory(
+        tmp_path,
+        [
+            ("firewall_admin_sources: [10.77.0.1/32]", "firewall_admin_sources: [10.77.9.9/32]"),
+            ("  rollback_after_s: 60", f"  rollback_after_s: {WRONG_ROLLBACK_S}"),
+        ],
+    )
     good = testlab.host(target).check_output("nft -s list table inet brainall")
 
     started = time.monotonic()

@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import subprocess
 import sys
 import time
@@ -45,10 +46,12 @@ STANDINS = Path(__file__).resolve().parent / "standins"
 BRIDGE = "10.77.0.1"
 VSWITCH = "10.77.1.130"
 BOX = "/srv/brainall-test/storagebox/models"
-OLLAMA_MODELS = "/usr/share/ollama/.ollama/models"
+# Not Ollama's default path: phase 1's tests put their own Ollama models there on the same host.
+OLLAMA_MODELS = "/srv/brainall-test/ollama/models"
 UNREADY = "/etc/vllm-standin/unready"
 VLLM_VERSION = "0.11.0"  # the role map's pin: the stand-in wheels carry it
 SERVED = {"llama-3.3-70b": 8001, "mistral-7b": 8002, "whisper": 8003, "embeddings": 8004}
+REDIS_PASSWORD = secrets.token_urlsafe(24)  # from the environment, as in production
 UNITS = ["vllm@llama-3-3-70b.service", "vllm@mistral-7b.service", "whisper.service", "embeddings.service"]
 
 # Everything phase 3 or these tests put on the host: removed first, so every session starts bare.
@@ -57,7 +60,7 @@ systemctl disable --now {" ".join(UNITS)} ollama.service redis-server.service 2>
 rm -f /etc/systemd/system/vllm@.service /etc/systemd/system/whisper.service /etc/systemd/system/embeddings.service
 rm -f /etc/systemd/system/ollama.service /etc/systemd/system/redis-server.service.d/brainall.conf
 rm -rf /etc/vllm /opt/vllm /opt/vllm-cpu /var/lib/vllm /usr/local/lib/brainall-ops /usr/local/bin/nvidia-smi
-rm -rf /etc/vllm-standin /srv/brainall-test /usr/share/ollama /usr/local/lib/ollama-standin
+rm -rf /etc/vllm-standin /srv/brainall-test /usr/local/lib/ollama-standin
 userdel vllm 2>/dev/null || true; groupdel vllm 2>/dev/null || true
 DEBIAN_FRONTEND=noninteractive timeout 300 apt-get purge -y -q redis-server redis-tools >/dev/null 2>&1 || true
 systemctl daemon-reload; systemctl reset-failed
@@ -82,7 +85,12 @@ def push(testbed: Lab, data: bytes, remote: str, mode: str = "0644") -> None:
 
 
 def phase3(testbed: Lab, overrides: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "BRAINALL_LAB_DIR": str(testbed.state_dir), "BRAINALL_INFERENCE_OVERRIDES": str(overrides)}
+    env = {
+        **os.environ,
+        "BRAINALL_LAB_DIR": str(testbed.state_dir),
+        "BRAINALL_INFERENCE_OVERRIDES": str(overrides),
+        "BRAINALL_INFERENCE_REDIS_PASSWORD": REDIS_PASSWORD,
+    }
     result = subprocess.run(
         [str(PYINFRA), "-y", "inventories/lab.py", "deploys/phase3.py", "--limit", HOST],
         cwd=REPO_ROOT,
@@ -92,6 +100,7 @@ def phase3(testbed: Lab, overrides: Path) -> subprocess.CompletedProcess[str]:
         timeout=900,
     )
     print(result.stdout[-6000:], result.stderr[-6000:])
+    assert REDIS_PASSWORD not in result.stdout + result.stderr, "the Redis password is in pyinfra's output"
     return result
 
 
@@ -116,6 +125,7 @@ def write_overrides(path: Path, index_url: str, **extra: object) -> Path:
     settings = {
         "package_index": index_url,
         "models_source": BOX,
+        "ollama_models_dir": OLLAMA_MODELS,
         "ollama_models_copy": f"{BOX}/ollama",
         "start_timeout_s": 10,
         "ready_timeout_s": 20,
@@ -165,9 +175,7 @@ def index(bare_gpu: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[I
 
 @pytest.fixture(scope="module")
 def overrides(index: IndexServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_overrides(
-        tmp_path_factory.mktemp("overrides") / "lab.yaml", f"http://127.0.0.1:{index.port}/simple"
-    )
+    return write_overrides(tmp_path_factory.mktemp("overrides") / "lab.yaml", f"http://127.0.0.1:{index.port}/simple")
 
 
 def assert_untouched(testbed: Lab) -> None:
@@ -295,14 +303,18 @@ def test_phase3_with_stand_in_vllm_server_units_pass_systemd_analyze_verify(bare
 def test_phase3_with_stand_in_vllm_server_redis_is_bound_to_the_vswitch_address_and_loopback_only(
     bare_gpu: Lab,
 ) -> None:
-    gpu = bare_gpu.host(HOST)
+    testbed = bare_gpu
+    gpu = testbed.host(HOST)
     assert gpu.service("redis-server").is_running and gpu.service("redis-server").is_enabled
-    listening = sorted(
-        line.split()[3] for line in sh(bare_gpu, "ss -Hltn 'sport = :6379'").splitlines() if line.strip()
-    )
+    listening = sorted(line.split()[3] for line in sh(testbed, "ss -Hltn 'sport = :6379'").splitlines() if line.strip())
     assert listening == ["10.77.1.130:6379", "127.0.0.1:6379"]
-    assert sh(bare_gpu, f"redis-cli -h {VSWITCH} ping").strip() == "PONG"
-    assert sh(bare_gpu, "redis-cli config get maxmemory-policy").split() == ["maxmemory-policy", "allkeys-lru"]
+    assert "NOAUTH" in sh(testbed, f"redis-cli -h {VSWITCH} ping")
+    auth = f"redis-cli --no-auth-warning -a {REDIS_PASSWORD}"
+    assert sh(testbed, f"{auth} -h {VSWITCH} ping").strip() == "PONG"
+    assert sh(testbed, f"{auth} config get maxmemory-policy").split() == ["maxmemory-policy", "allkeys-lru"]
+    secret = gpu.file("/etc/redis/brainall-auth.conf")
+    assert (secret.mode, secret.user, secret.group) == (0o600, "redis", "redis")
+    assert REDIS_PASSWORD not in sh(testbed, "cat /etc/redis/redis.conf")
 
 
 def test_phase3_with_stand_in_vllm_server_keeps_ollama_when_its_models_copy_does_not_verify(

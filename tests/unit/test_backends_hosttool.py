@@ -53,7 +53,7 @@ def test_a_standby_already_starting_is_not_started_twice() -> None:
     to_start, message = watchdog_decision(
         ENV, "validation", {8000: False, 8080: False, 3001: False}, {3001: True}, False
     )
-    assert to_start == [] and message is not None and "no standby left" in message
+    assert to_start == [] and message is not None and "waiting for standby :3001" in message
 
 
 def test_production_has_no_standby_it_only_warns() -> None:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from brainall_ops.backends.nginx import parse_upstream, render_site, render_upstream
+from brainall_ops.backends.nginx import parse_upstream, render_site, render_upstream, upstream_is_current
 from brainall_ops.backends.spec import cluster_spec
 from brainall_ops.rolemap import load_rolemap
 
@@ -19,9 +19,9 @@ def test_the_validation_upstream() -> None:
     text = render_upstream(SPEC, SPEC.routes("validation"), "10.77.1.61", "mode validation")
     servers = [line.strip() for line in text.splitlines() if line.strip().startswith("server ")]
     assert servers == [
-        "server 10.77.1.61:8000 max_fails=1 fail_timeout=2s;",
-        "server 10.77.1.61:8080 max_fails=1 fail_timeout=2s;",
-        "server 10.77.1.61:3001 backup max_fails=1 fail_timeout=2s;",
+        "server 10.77.1.61:8000 max_fails=1 fail_timeout=1s;",
+        "server 10.77.1.61:8080 max_fails=1 fail_timeout=1s;",
+        "server 10.77.1.61:3001 backup max_fails=1 fail_timeout=1s;",
     ]
     assert "keepalive 16;" in text and "keepalive_timeout 4s;" in text
     assert text.count("{") == text.count("}") == 1
@@ -41,6 +41,15 @@ def test_routes_round_trip_or_are_refused(routes: dict) -> None:
             render_upstream(SPEC, routes, "10.0.0.1", "x")
         return
     assert parse_upstream(render_upstream(SPEC, routes, "10.0.0.1", "x").splitlines()) == routes
+
+
+def test_an_upstream_is_current_only_as_rendered_now() -> None:
+    routes = SPEC.routes("production")
+    text = render_upstream(SPEC, routes, "10.0.0.1")
+    assert upstream_is_current(SPEC, text, "10.0.0.1")
+    assert not upstream_is_current(SPEC, text, "10.0.0.2")  # the API host moved
+    assert not upstream_is_current(SPEC, text.replace("max_fails=1", "max_fails=3"), "10.0.0.1")
+    assert not upstream_is_current(SPEC, "garbage", "10.0.0.1")
 
 
 def test_comments_and_other_lines_are_not_servers() -> None:

@@ -196,6 +196,12 @@ def test_a_stale_instance_after_a_deploy_is_restarted_drained() -> None:
     assert model.unsafe_moments == 0
 
 
+def test_changed_proxy_settings_rewrite_the_upstream() -> None:
+    live = replace(converged(SPEC, "production"), upstream_current=False)
+    _, steps = run_plan(SPEC, live, "production")
+    assert kinds(steps) == ["SetRoutes"]
+
+
 def test_the_watchdogs_standby_is_drained_back_to_standby() -> None:
     """Validation after the double failure: the watchdog started :3001; :8000 and :8080 were stopped."""
     live = converged(SPEC, "validation")

@@ -16,6 +16,8 @@ import pytest
 from brainall_ops.errors import BrainallError, RoleMapError
 from brainall_ops.inference.logic import (
     OVERRIDES_ENV,
+    REDIS_PASSWORD_ENV,
+    REDIS_PASSWORD_FILE_ENV,
     GpuReport,
     apply_overrides,
     build_services,
@@ -23,6 +25,7 @@ from brainall_ops.inference.logic import (
     gpu_refusal,
     nvidia_smi_command,
     parse_nvidia_smi,
+    redis_password,
     rsync_command,
     runtimes,
     source_refusal,
@@ -271,3 +274,19 @@ def test_cpu_services_need_a_cpu_runtime() -> None:
         "inference.embeddings.device: device cpu needs inference.cpu_runtime "
         "(the CUDA build of vLLM does not run without a GPU)",
     ]
+
+
+# --------------------------------------------------------------------------- the Redis password
+def test_the_redis_password_comes_from_the_environment_or_a_file(tmp_path: Path) -> None:
+    assert redis_password({REDIS_PASSWORD_ENV: "a" * 16}) == "a" * 16
+    secret = tmp_path / "redis.secret"
+    secret.write_text("b" * 20 + "\n")
+    assert redis_password({REDIS_PASSWORD_FILE_ENV: str(secret)}) == "b" * 20
+
+
+def test_a_missing_or_bad_redis_password_is_refused_without_showing_it() -> None:
+    with pytest.raises(BrainallError, match="set BRAINALL_INFERENCE_REDIS_PASSWORD"):
+        redis_password({})
+    with pytest.raises(BrainallError) as info:
+        redis_password({REDIS_PASSWORD_ENV: "short secret!"})
+    assert "short secret" not in str(info.value) and "16 to 256 characters" in str(info.value)
