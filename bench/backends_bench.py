@@ -55,6 +55,29 @@ def show(label: str, result: LoadResult) -> None:
     )
 
 
+def switches_under_load(cluster: Cluster, nginx: str, rate: float) -> None:
+    """production -> validation -> production while three paced loops run: GETs on kept-alive
+    connections, GETs on a new connection each, POSTs on kept-alive connections."""
+    loads = {
+        "GET, keep-alive": BackgroundLoad(nginx, 80, requests=50_000, concurrency=4, rate=rate, max_seconds=120),
+        "GET, a connection per request": BackgroundLoad(
+            nginx, 80, requests=50_000, concurrency=2, rate=rate / 2, max_seconds=120, keepalive=False
+        ),
+        "POST /echo, keep-alive": BackgroundLoad(
+            nginx, 80, path="/echo", method="POST", body=b"x" * 512, requests=50_000, concurrency=2,
+            rate=rate / 2, max_seconds=120,
+        ),
+    }  # fmt: skip
+    for load in loads.values():
+        load.start()
+    time.sleep(2)
+    for mode in ("validation", "production"):
+        switch(cluster, mode)  # type: ignore[arg-type]
+        time.sleep(2)
+    for label, load in loads.items():
+        print(f"  {label}: {load.finish(tail_s=0).summary()}")
+
+
 def double_failure(cluster: Cluster, nginx: str, rate: float) -> None:
     switch(cluster, "validation")
     load = BackgroundLoad(nginx, 80, requests=50_000, concurrency=4, rate=rate, max_seconds=120).start()
@@ -86,7 +109,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--double-failure", action="store_true")
-    parser.add_argument("--rate", type=float, default=250.0, help="paced load during the double failure")
+    parser.add_argument("--rate", type=float, default=250.0, help="paced load during switches and the double failure")
     args = parser.parse_args()
     os.chdir(REPO)
 
@@ -96,22 +119,24 @@ def main() -> None:
     spec = cluster_spec(rm.backends, os.environ)
     nginx = str(hosts[spec.proxy_host].get("brainall_address") or hosts[spec.proxy_host]["ssh_hostname"])
     print(f"backend cluster bench through nginx at {nginx}:80 ({args.requests} GETs, {args.concurrency} clients)")
-    switch_times: dict[str, float] = {}
+    switch_times: list[tuple[str, float]] = []
     with open_cluster(spec, hosts) as cluster:
         for mode in ("production", "validation", "production"):
             print(f"{mode}:")
             seconds = switch(cluster, mode)  # type: ignore[arg-type]
             if seconds:
-                switch_times[f"-> {mode}"] = seconds
+                switch_times.append((f"-> {mode}", seconds))
             time.sleep(1)
             run_load(nginx, 80, requests=200, concurrency=args.concurrency, max_seconds=30)  # warm-up
             result = run_load(nginx, 80, requests=args.requests, concurrency=args.concurrency, max_seconds=120)
             show(f"{mode} ({spec.shape(mode).backends} x {spec.shape(mode).workers})", result)  # type: ignore[arg-type]
+        print(f"switches under load ({args.rate:.0f} + {args.rate / 2:.0f} + {args.rate / 2:.0f} req/s):")
+        switches_under_load(cluster, nginx, args.rate)
         if args.double_failure:
             print("double failure (validation):")
             double_failure(cluster, nginx, args.rate)
             switch(cluster, "production")
-    print("mode switch times: " + ", ".join(f"{k} {v:.2f}s" for k, v in switch_times.items()))
+    print("mode switch times (under no load): " + ", ".join(f"{k} {v:.2f}s" for k, v in switch_times))
 
 
 if __name__ == "__main__":

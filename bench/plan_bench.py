@@ -62,6 +62,7 @@ def generated_fleet_yaml(hosts: int, vms: int, seed: int = 7) -> str:
             f" ram_free_gb: {ram * 0.9:.0f}, disk_free_gb: 7000}}, proxmox: {{node: pve-{i:04d}}}}}"
         )
     lines += [
+        "base: {admins: [{name: ops, ssh_key_files: ['~/.ssh/id_ed25519.pub']}]}",
         "placement: {reference_host: ref, latency_budget_ms: 2.0}",
         "proxmox: {api_host: pve-0001, token_id: 'a@pve!b', template: tpl}",
         "vms:",

@@ -24,7 +24,13 @@ def lab_dir() -> Path:
 
 @cache
 def _load(path: str) -> RoleMap:
-    return load_rolemap(path)
+    try:
+        return load_rolemap(path)
+    except BrainallError as exc:
+        # pyinfra prints its own errors as one line; anything else from a deploy file is a traceback
+        from pyinfra.api.exceptions import DeployError
+
+        raise DeployError(str(exc)) from None
 
 
 def rolemap_for(host_data: object) -> RoleMap:

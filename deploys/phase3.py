@@ -1,6 +1,7 @@
 """Phase 3, AI services: vLLM in place of Ollama on the inference host (Whisper, embeddings, Redis).
 
-    pyinfra -y inventories/hel1.py deploys/phase3.py --limit gpu
+Run: `pyinfra -y inventories/hel1.py deploys/phase3.py --limit gpu` (the Redis password from
+$BRAINALL_INFERENCE_REDIS_PASSWORD or $BRAINALL_INFERENCE_REDIS_PASSWORD_FILE).
 """
 
 from pyinfra import host

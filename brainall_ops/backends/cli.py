@@ -101,6 +101,8 @@ def mode(mode: str | None, dry: bool, force: bool, inventory: str, rolemap: str 
             return
         result = cluster.execute(plan, previous_mode=live.mode)
         click.echo(f"switched to {mode} mode in {result.seconds:.2f}s ({len(plan.steps)} steps)")
+    if live.watchdog != "active":
+        click.echo(f"warning: the watchdog is {live.watchdog} on {spec.host}: run deploys/phase4.py", err=True)
 
 
 @backends.command()
@@ -130,9 +132,7 @@ def status(as_json: bool, inventory: str, rolemap: str | None) -> None:
                 "processes": inst.processes if inst else 0,
                 "health": ("ok" if inst.healthy else (inst.health_error or "down")) if inst else "unknown",
                 "nginx": (live.routes or {}).get(instance.port, "absent"),
-                "config": (
-                    ("current" if inst.digest == digest_now else "stale") if inst and inst.running else "-"
-                ),
+                "config": (("current" if inst.digest == digest_now else "stale") if inst and inst.running else "-"),
                 "connections": inst.connections if inst else 0,
                 "restarts": inst.restarts if inst else 0,
                 "enabled": bool(inst and inst.enabled),

@@ -114,7 +114,13 @@ class Cluster:
 
     # ----------------------------------------------------------------- reading
     def inspect(self) -> Live:
-        text = self.api.run(f"python3 {TOOL_PATH} --env-file {shlex.quote(self.spec.env_file)} inspect", timeout=60)
+        env_file = shlex.quote(self.spec.env_file)
+        text = self.api.run(
+            f"if [ ! -x {TOOL_PATH} ] || [ ! -s {env_file} ]; then "
+            f"echo 'the backend cluster is not deployed here (run deploys/phase4.py)' >&2; exit 3; fi; "
+            f"python3 {TOOL_PATH} --env-file {env_file} inspect",
+            timeout=60,
+        )
         try:
             data = json.loads(text)
         except json.JSONDecodeError:
@@ -154,12 +160,16 @@ class Cluster:
                 t0 = time.monotonic()
                 try:
                     note = self._do(step)
-                except BrainallError as exc:
-                    self.log(f"  [{index}/{len(plan.steps)}] FAILED {step.describe(self.spec)}: {exc}")
+                except (Exception, KeyboardInterrupt) as exc:  # an interrupted switch recovers too
+                    if isinstance(exc, KeyboardInterrupt):
+                        why = "interrupted"
+                    else:
+                        why = str(exc) if isinstance(exc, BrainallError) else f"{type(exc).__name__}: {exc}"
+                    self.log(f"  [{index}/{len(plan.steps)}] FAILED {step.describe(self.spec)}: {why}")
                     recovered = self._recover(plan.target, previous_mode)
                     raise BrainallError(
                         f"switch to {plan.target} failed at step {index}/{len(plan.steps)} "
-                        f"({step.describe(self.spec)}): {exc}; {recovered}"
+                        f"({step.describe(self.spec)}): {why}; {recovered}"
                     ) from None
                 record = StepRecord(step, time.monotonic() - t0, note)
                 result.records.append(record)

@@ -7,7 +7,9 @@ import hashlib
 import os
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
+from pydantic import ValidationError
 from pyinfra import host, state
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
@@ -45,23 +47,26 @@ def _template(name: str) -> str:
     return str(TEMPLATES / name)
 
 
-def deploy_parameters(b: Backends, data: object) -> Backends:
+def deploy_parameters(b: Backends, data: Any) -> Backends:
     """The role map's section with the deploy's own parameters applied (pyinfra `--data`):
     backends_app, backends_app_source and backends_extra_packages (comma-separated) — the lab
     ships its test app this way."""
     update: dict[str, object] = {}
-    app = getattr(data, "get", lambda _k, _d=None: None)("backends_app")
-    source = getattr(data, "get", lambda _k, _d=None: None)("backends_app_source")
-    extra = getattr(data, "get", lambda _k, _d=None: None)("backends_extra_packages")
-    if app:
+    if app := data.get("backends_app"):
         update["app"] = str(app)
-    if source:
+    if source := data.get("backends_app_source"):
         update["app_source"] = str(source)
-    if extra:
+    if extra := data.get("backends_extra_packages"):
         names = [p.strip() for p in str(extra).split(",") if p.strip()]
         update["packages"] = [*b.packages, *(n for n in names if n not in b.packages)]
-    # through the model again, so a bad parameter is refused like a bad role map value
-    return Backends.model_validate({**b.model_dump(), **update}) if update else b
+    if not update:
+        return b
+    # through the model again, so a bad parameter is refused like a bad role-map value
+    try:
+        return Backends.model_validate({**b.model_dump(), **update})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise DeployError(f"backends deploy parameters (--data): {problems}") from None
 
 
 def app_revision(source: Path) -> str:
@@ -181,9 +186,7 @@ def _backends_host(b: Backends, spec: ClusterSpec) -> None:
         env_file=b.env_file,
         interval_s=f"{b.watchdog.interval_s:g}",
     )
-    systemd.daemon_reload(
-        name="systemd reads the units", _if=lambda: unit.did_change() or watchdog_unit.did_change()
-    )
+    systemd.daemon_reload(name="systemd reads the units", _if=lambda: unit.did_change() or watchdog_unit.did_change())
     systemd.service(name="Watchdog running", service=WATCHDOG_UNIT, running=True, enabled=True)
     systemd.service(
         name="Watchdog picks up the new tool or environment",

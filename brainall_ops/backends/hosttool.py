@@ -6,6 +6,7 @@ Everything it knows comes from the cluster's environment file (written by the de
 role map) and the mode file (written by `brainall-ops backends mode`).
 
     backendctl [--env-file F] launch PORT      exec uvicorn for one instance (the unit's ExecStart)
+    backendctl serve UVICORN-ARGS...           uvicorn's command line (launch execs it)
     backendctl [--env-file F] ready PORT       wait until the instance answers its health path (ExecStartPost)
     backendctl [--env-file F] inspect          the cluster as JSON (units, health, config digests)
     backendctl [--env-file F] set-mode MODE    write the mode file atomically
@@ -262,10 +263,7 @@ def cmd_launch(cfg: Config, port: int) -> None:
         BRAINALL_BACKEND_MODE=mode,
         BRAINALL_BACKEND_DIGEST=cfg.digest(mode),
     )
-    argv = [
-        sys.executable,
-        "-m",
-        "uvicorn",
+    uvicorn_args = [
         app,
         "--app-dir",
         app_dir,
@@ -281,7 +279,32 @@ def cmd_launch(cfg: Config, port: int) -> None:
         "--no-use-colors",
     ]
     print(f"backendctl: {mode} mode: uvicorn {app} on :{port} with {workers} worker(s)", flush=True)
-    os.execv(sys.executable, argv)
+    # exec, so that /proc/PID/environ of the unit's main process carries the digest and workers
+    os.execv(sys.executable, [sys.executable, os.path.abspath(__file__), "serve", *uvicorn_args])
+
+
+def cmd_serve(uvicorn_args: Sequence[str]) -> None:
+    """uvicorn's own command line, with one fix: uvicorn 0.17 (Debian 12) creates the listening socket
+    of a multi-worker server with protocol 0, so asyncio never sets TCP_NODELAY on the workers'
+    connections and every answer written in two parts waits ~40 ms for a delayed ACK (measured:
+    p50 45 ms in validation mode). The socket gets its real protocol (and TCP_NODELAY) here."""
+    import socket
+
+    import uvicorn.config
+    import uvicorn.main
+
+    bind_socket = uvicorn.config.Config.bind_socket
+
+    def bind_tcp_socket(self: uvicorn.config.Config) -> socket.socket:
+        sock = bind_socket(self)
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.proto == 0:
+            sock = socket.socket(sock.family, sock.type, socket.IPPROTO_TCP, fileno=sock.detach())
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    uvicorn.config.Config.bind_socket = bind_tcp_socket  # type: ignore[method-assign]
+    sys.argv = ["uvicorn", *uvicorn_args]
+    uvicorn.main.main()
 
 
 def cmd_ready(cfg: Config, port: int, timeout: float) -> int:
@@ -465,6 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("unlock")
     sub.add_parser("watchdog")
     sub.add_parser("digest").add_argument("mode", choices=MODES)
+    sub.add_parser("serve").add_argument("uvicorn_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
 
     if args.command == "lock":
@@ -477,6 +501,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "watchdog":
         cmd_watchdog(args.env_file)
+        return 0
+    if args.command == "serve":
+        cmd_serve(args.uvicorn_args)
         return 0
     cfg = Config(args.env_file)
     if args.command == "launch":

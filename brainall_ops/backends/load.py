@@ -119,14 +119,14 @@ class _Client:
             self.conn.close()
         self.conn, self.used = None, False
 
-    def get(self, path: str) -> tuple[int, bytes, bool]:
-        """(status, body, resent)."""
+    def send(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes, bool]:
+        """(status, body, resent). Only a GET is ever re-sent."""
         headers = {} if self.keepalive else {"Connection": "close"}
         for attempt in (0, 1):
             conn = self._connection()
             reused = self.used
             try:
-                conn.request("GET", path, headers=headers)
+                conn.request(method, path, body=body, headers=headers)
                 self.used = True
                 response = conn.getresponse()
                 body = response.read()
@@ -135,7 +135,7 @@ class _Client:
                 return response.status, body, attempt == 1
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
                 self.close()
-                if reused and attempt == 0:
+                if reused and attempt == 0 and method == "GET":
                     continue  # closed under us before any answer: re-send once (idempotent GET)
                 raise
             except (OSError, http.client.HTTPException):
@@ -157,9 +157,11 @@ def run_load(
     keepalive: bool = True,
     timeout: float = 10.0,
     origin: float | None = None,
+    method: str = "GET",
+    body: bytes | None = None,
 ) -> LoadResult:
-    """Send up to `requests` GETs from `concurrency` clients (paced at `rate` per second in all, or
-    as fast as they go), for at most `max_seconds` or until `stop` is set."""
+    """Send up to `requests` requests (GET, or `method` with `body`) from `concurrency` clients (paced
+    at `rate` per second in all, or as fast as they go), for at most `max_seconds` or until `stop`."""
     result = LoadResult()
     lock = threading.Lock()
     issued = 0
@@ -183,11 +185,11 @@ def run_load(
                         time.sleep(delay)
                 t0 = time.monotonic()
                 try:
-                    status, body, resent = client.get(path)
+                    status, answer, resent = client.send(method, path, body)
                     served: dict = {}
                     if 200 <= status < 300:
                         try:
-                            served = json.loads(body)
+                            served = json.loads(answer)
                         except ValueError:
                             served = {}
                     sample = Sample(

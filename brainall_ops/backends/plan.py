@@ -38,8 +38,7 @@ def plan_changes(rm: RoleMap, context: PlanContext) -> Contribution:
             "backends",
             "create",
             b.host,
-            f"brainall-backend@PORT units (uvicorn {b.app}), starting in {b.mode} mode; "
-            + _mode_line(spec, b.mode),
+            f"brainall-backend@PORT units (uvicorn {b.app}), starting in {b.mode} mode; " + _mode_line(spec, b.mode),
             {
                 "mode": b.mode,
                 "modes": {

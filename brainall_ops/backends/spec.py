@@ -111,9 +111,7 @@ class ClusterSpec:
         has failed; a stopped standby listed there costs nothing and serves as soon as the
         watchdog starts it, without a reload)."""
         running = {i.port for i in self.running(mode)}
-        return {
-            i.port: "normal" if i.port in running and i.role != "fallback" else "backup" for i in self.instances
-        }
+        return {i.port: "normal" if i.port in running and i.role != "fallback" else "backup" for i in self.instances}
 
     def shape_vars(self) -> dict[str, str]:
         """The environment-file variables that define the cluster's shape (compared with the host's)."""

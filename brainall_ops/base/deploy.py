@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import Command
 from pyinfra.operations import apt, files, server, systemd
 
 from brainall_ops.base.logic import admin_accounts, hosts_entries
 from brainall_ops.base.operations import apt_update
 from brainall_ops.deploy_context import environment_for, rolemap_for
+from brainall_ops.errors import BrainallError
 from brainall_ops.rolemap.loader import REPO_ROOT
 
 TEMPLATES = REPO_ROOT / "templates" / "base"
@@ -66,7 +68,10 @@ def base_system() -> None:
             _if=timesync.did_change,
         )
 
-    admins = admin_accounts(rm, environment)
+    try:
+        admins = admin_accounts(rm, environment)
+    except BrainallError as exc:
+        raise DeployError(str(exc)) from None
     for admin in admins:
         server.user(
             name=f"Admin {admin.name}",

@@ -186,6 +186,7 @@ def decision_json(decision: Any, policy: Any) -> dict[str, Any]:
                 "strategy": c.strategy,
                 "target": c.target,
                 "target_source": c.target_source,
+                "reason": c.reason,
                 "settings": [{"key": s.key, "old": s.old, "new": s.new} for s in c.settings],
             }
             for c in decision.changes

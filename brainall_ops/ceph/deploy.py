@@ -15,10 +15,12 @@ from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
 
 from brainall_ops.ceph import operations
 from brainall_ops.ceph.model import Snapshot
 from brainall_ops.ceph.targets import Decision, Policy
+from brainall_ops.errors import BrainallError
 from brainall_ops.rolemap.models import RoleMap
 
 
@@ -41,8 +43,9 @@ def placement_groups(
 def is_monitor_host(rm: RoleMap) -> bool:
     if rm.ceph is None:
         return False
-    if host.data.get("ceph_monitor"):
-        return True
+    flag = host.data.get("ceph_monitor")
+    if flag is not None and str(flag).strip().lower() not in ("", "0", "false", "no", "off"):
+        return True  # `--data ceph_monitor=1` arrives as the string "1"
     return rm.ceph.monitor_host in {host.name, host.data.get("brainall_name")}
 
 
@@ -55,7 +58,10 @@ def ceph_from_rolemap() -> None:
     if rolemap:
         path = Path(str(rolemap))
         path = path if path.is_absolute() else REPO_ROOT / path
-    rm = load_rolemap(path)
+    try:
+        rm = load_rolemap(path)
+    except BrainallError as exc:  # pyinfra shows a DeployError as one line, anything else as a traceback
+        raise DeployError(str(exc)) from None
     if rm.ceph is None or not is_monitor_host(rm):
         return
     placement_groups(policy=Policy.from_rolemap(rm.ceph), wait_timeout_s=rm.ceph.wait_timeout_s)

@@ -177,7 +177,7 @@ class Osd:
     kb_used: int
 
     @property
-    def in_(self) -> bool:
+    def is_in(self) -> bool:
         return self.reweight > 0
 
     @classmethod

@@ -326,7 +326,7 @@ def gates(snapshot: Snapshot, replicas_after: int) -> list[str]:
         states = ", ".join(f"{count} {state}" for state, count in sorted(unclean.items()))
         reasons.append(f"{sum(unclean.values())} of {snapshot.status.num_pgs} PGs are not active+clean ({states})")
     down = [o.name for o in snapshot.osds if not o.up]
-    out = [o.name for o in snapshot.osds if o.up and not o.in_]
+    out = [o.name for o in snapshot.osds if o.up and not o.is_in]
     if down:
         reasons.append(f"{', '.join(down)} {'is' if len(down) == 1 else 'are'} down")
     elif snapshot.status.num_up_osds < snapshot.status.num_osds:

@@ -16,6 +16,7 @@ from brainall_ops.inference.logic import (
     vram_budget,
 )
 from brainall_ops.planning.changes import Change, Contribution
+from brainall_ops.rolemap.environment import PRODUCTION, endpoints
 from brainall_ops.rolemap.models import RoleMap
 
 if TYPE_CHECKING:
@@ -34,7 +35,9 @@ def plan_changes(rm: RoleMap, context: PlanContext) -> Contribution:
         out.refusals.append(refusal)
         return out
 
-    address = str(rm.host(inf.host).address)
+    # The vSwitch address vLLM and Redis bind, in the environment planned (`plan --environment`).
+    environment = str(context.options.get("environment") or PRODUCTION)
+    address = str(endpoints(rm, environment)[inf.host].address)
     specs = build_services(inf, budget, address, synced=inf.models_source is not None)
     for spec in specs:
         if spec.device == "cuda":

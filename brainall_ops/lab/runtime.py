@@ -663,9 +663,11 @@ def _launch_host(state: _State, name: str) -> float:
         # the dir, not the FUSE file: nspawn cannot stat lxcfs files from its new pid namespace
         f"--bind-ro={state.layout.lxcfs_dir}:/var/lib/lxcfs",
     ]
-    if Path("/dev/fuse").exists():
-        # SSHFS mounts (the Storage Box on the gpu host) need the FUSE device inside the host
-        nspawn.append("--bind=/dev/fuse")
+    # SSHFS mounts (the Storage Box on the gpu host) need the FUSE device inside the host, and
+    # systemd refuses automount units ("not supported on this system") without /dev/autofs.
+    for device in ("/dev/fuse", "/dev/autofs"):
+        if Path(device).exists():
+            nspawn.append(f"--bind={device}")
     argv: list[str | os.PathLike[str]] = [sys.executable, "-I", SUPERVISOR_SCRIPT]
     for cgroup in cgroups:
         argv += ["--cgroup-procs", cgroup / "cgroup.procs"]

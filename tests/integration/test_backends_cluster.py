@@ -47,11 +47,13 @@ def _env(lab_: Lab) -> dict[str, str]:
     return {**clean, "BRAINALL_LAB_DIR": str(lab_.state_dir)}
 
 
-def deploy(lab_: Lab, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def deploy(
+    lab_: Lab, *extra: str, env: dict[str, str] | None = None, dry: bool = False
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             str(BIN / "pyinfra"),
-            "-y",
+            "--dry" if dry else "-y",
             "inventories/lab.py",
             "deploys/phase4.py",
             "--limit",
@@ -109,11 +111,16 @@ def wait_for(what: str, predicate: Callable[[], bool], timeout: float = WAIT_S) 
 
 
 def report(request: pytest.FixtureRequest, text: str) -> None:
-    """Figures for the reader of the test run (shown without -s)."""
+    """Figures for the reader of the test run: on the terminal even under output capture, and in
+    the junit XML (record_property)."""
+    request.node.user_properties.append(("backends", text))
     terminal = request.config.pluginmanager.get_plugin("terminalreporter")
-    if terminal is not None:
-        terminal.write_line(f"[backends] {text}")
-    print(f"[backends] {text}")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if terminal is None or capture is None:
+        print(f"[backends] {text}")
+        return
+    with capture.global_and_fixture_disabled():
+        terminal.write_line(f"\n[backends] {text}")
 
 
 def recovery_bound() -> float:
@@ -159,7 +166,7 @@ def test_the_deploy_is_idempotent(deployed: dict[str, Any]) -> None:
     totals = grand_total(deployed["second"])
     assert totals["error"] == "-", deployed["second"][-4000:]
     assert totals["changed"] == "-", f"a second deploy changed something:\n{deployed['second'][-6000:]}"
-    assert "Backend cluster converged to its mode" in deployed["second"]
+    assert int(totals["no_change"]) >= 20  # every operation ran, and none had anything to do
 
 
 def test_the_hosts_run_what_the_role_map_says(lab: Lab, deployed: dict[str, Any]) -> None:  # noqa: F811
@@ -189,6 +196,18 @@ def test_the_hosts_run_what_the_role_map_says(lab: Lab, deployed: dict[str, Any]
     assert answer["port"] in PORTS and answer["mode"] == "production" and answer["workers"] == 1
 
 
+def test_a_dry_deploy_shows_the_switch_and_changes_nothing(lab: Lab, deployed: dict[str, Any]) -> None:  # noqa: F811
+    before = instances(lab)
+    dry = deploy(lab, dry=True, env={"OMNIMIND_VALIDATION_MODE": "true"})
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    output = dry.stdout + dry.stderr  # pyinfra logs to stderr
+    row = next(line for line in output.splitlines() if "Backend cluster converged to its mode" in line)
+    assert f"1 ({API})" in row, row  # the switch to validation is detected as a change ...
+    after = status(lab)
+    assert after["mode"] == "production"  # ... and not made
+    assert {p: i["pid"] for p, i in before.items()} == {i["port"]: i["pid"] for i in after["instances"]}
+
+
 def test_status_shows_each_instance_and_the_mode(lab: Lab, deployed: dict[str, Any]) -> None:  # noqa: F811
     data = status(lab)
     assert data["mode"] == "production" and data["watchdog"] == "active" and not data["shape_problems"]
@@ -213,6 +232,9 @@ def test_mode_switches_drop_no_request(
     assert status(lab)["mode"] == "production"  # --dry changed nothing
 
     load = start_load(lab)
+    # beside it, clients that open a connection per request: no keep-alive, so nothing to re-send
+    fresh = BackgroundLoad(lab.address(NGINX), 80, **{**LOAD, "concurrency": 2, "rate": 100.0}, keepalive=False)
+    fresh.start()
     time.sleep(2)
     t_validation = load.now()
     to_validation = cli(lab, "mode", "validation").stdout
@@ -223,12 +245,15 @@ def test_mode_switches_drop_no_request(
     to_production = cli(lab, "mode", "production").stdout
     t_production_done = load.now()
     result = load.finish(tail_s=2)
+    fresh_result = fresh.finish(tail_s=0)
 
     report(request, f"production -> validation -> production under load: {result.summary()}")
+    report(request, f"the same, one connection per request: {fresh_result.summary()}")
     report(request, f"switch to validation: {to_validation.strip().splitlines()[-1]}")
     report(request, f"switch to production: {to_production.strip().splitlines()[-1]}")
-    assert result.count > 1000
+    assert result.count > 1000 and fresh_result.count > 500
     assert result.failed == [], result.summary()
+    assert fresh_result.failed == [] and fresh_result.resent == 0, fresh_result.summary()
 
     # validation ran 2 backends x 2 workers with the fallback stopped
     assert {p: (r["state"], r["workers"], r["processes"]) for p, r in rows.items()} == {
@@ -315,6 +340,47 @@ def test_primary_and_secondary_down_the_watchdog_starts_the_standby(
     assert restored.failed == [], restored.summary()
     rows = instances(lab)
     assert [rows[p]["state"] for p in PORTS] == ["active/running", "active/running", "inactive/dead"]
+
+
+def test_a_failed_switch_is_one_line_and_rolled_back(
+    lab: Lab,  # noqa: F811
+    deployed: dict[str, Any],
+    request: pytest.FixtureRequest,
+) -> None:
+    """:3001 cannot start (another process holds its port): the switch to production stops there, nginx
+    still routes to the healthy backends, the mode file is back to validation; no request fails."""
+    cli(lab, "mode", "validation")
+    api = lab.host(API)
+    squatter = "brainall-backends-test-squatter"
+    api.check_output(f"systemd-run --unit {squatter} python3 -m http.server 3001 --bind 0.0.0.0")
+    try:
+        load = start_load(lab)
+        time.sleep(1)
+        failed = subprocess.run(
+            [str(BIN / "brainall-ops"), "backends", "mode", "production", "-i", "inventories/lab.py"],
+            cwd=REPO_ROOT,
+            env=_env(lab),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        result = load.finish(tail_s=1)
+    finally:
+        api.run(f"systemctl stop {squatter}")
+    report(request, f"a failed switch under load: {result.summary()}")
+    errors = [line for line in failed.stderr.splitlines() if line.strip()]
+    assert failed.returncode == 1 and len(errors) == 1 and "Traceback" not in failed.stderr, failed.stderr
+    assert errors[0].startswith("error: switch to production failed at step 2/"), errors[0]
+    assert "address already in use" in errors[0] and "the mode file says validation" in errors[0]
+    data = status(lab)
+    assert data["mode"] == "validation" and not data["switching"]
+    rows = {i["port"]: i for i in data["instances"]}
+    assert [rows[p]["nginx"] for p in PORTS] == ["normal", "normal", "backup"]
+    assert rows[8000]["health"] == rows[8080]["health"] == "ok"
+    assert result.failed == [], result.summary()
+    # with the port free again, the same switch goes through
+    cli(lab, "mode", "production")
+    assert all(i["health"] == "ok" for i in instances(lab).values())
 
 
 def test_a_deploy_that_changes_the_workers_restarts_without_dropping(

@@ -145,6 +145,7 @@ def test_autoscale_strategy_reproduce_dry_fix_and_second_run(cluster: TestCluste
                 "strategy": "autoscale",
                 "target": 32,
                 "target_source": "the pg_autoscaler",
+                "reason": "Pool fleet128 has 128 placement groups, should have 32",
                 "settings": [{"key": "pg_autoscale_mode", "old": "warn", "new": "on"}],
             }
         ]
@@ -362,7 +363,10 @@ def test_bad_inputs_are_one_line(cluster: TestCluster, tmp_path: Path) -> None:
     assert no_ssh.startswith("error: cannot connect to mon (127.0.0.1 over SSH): [mon] ")
 
     broken = tmp_path / "broken.yaml"
-    text = BUILTIN_ROLEMAP.read_text().replace("  strategy: autoscale\n", "  strategy: sometimes\n")
+    text, count = re.subn(
+        r"^  strategy: .*$", "  strategy: sometimes", BUILTIN_ROLEMAP.read_text(), count=1, flags=re.M
+    )
+    assert count == 1
     broken.write_text(text)
     result = ceph_cmd(cluster, "fix", rolemap=broken)
     assert result.returncode == 1 and "Traceback" not in result.stderr

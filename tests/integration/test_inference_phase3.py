@@ -16,7 +16,8 @@ What stands in (tests/integration/standins/):
 - Ollama is a tiny /api/tags server as `ollama.service` with a models dir of a few files;
 - the Storage Box mount is a plain directory on the gpu host (/srv/brainall-test/storagebox).
 The tests run in file order: they walk one host through refusals, a failed gate, a passed gate
-and an idempotent re-run. Wall time: about 2-3 minutes (most of it apt and the failed gate).
+and an idempotent re-run. Wall time: about 2 minutes on a warm lab (most of it apt and the failed
+gate).
 """
 
 from __future__ import annotations
@@ -352,7 +353,8 @@ def test_phase3_with_stand_in_vllm_server_stops_ollama_once_every_model_is_ready
     sh(testbed, f"rm -f {UNREADY}")  # mistral-7b's stand-in now answers: every model is ready
     result = phase3(testbed, overrides)
     assert result.returncode == 0, "phase 3 failed with every stand-in ready"
-    assert "ollama stopped and disabled; its models are kept in" in result.stdout + result.stderr
+    # Past the gate, only Ollama's retirement had anything left to do.
+    assert grand_total(result)["success"] == "1", grand_total(result)
 
     assert unit_state(testbed, "ollama.service") == ("inactive", "disabled")
     assert not ollama_answers(testbed)

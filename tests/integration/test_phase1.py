@@ -18,6 +18,9 @@ BARE_METAL = ["gpu", "prox-101", "prox-106", "prox-102", "bastion"]
 
 @pytest.fixture(scope="module")
 def phase1_runs(lab: Lab) -> tuple[PyinfraRun, PyinfraRun]:
+    # the lab's storagebox host plays the Storage Box (sshd on 23, Samba) with this password
+    box = run_pyinfra(LAB_INVENTORY, "deploys/lab_storagebox.py", "--limit", "storagebox", env=ENV)
+    assert box.returncode == 0, box.output[-3000:]
     first = run_pyinfra(LAB_INVENTORY, "deploys/phase1.py", env=ENV)
     second = run_pyinfra(LAB_INVENTORY, "deploys/phase1.py", env=ENV)
     return first, second

@@ -110,3 +110,45 @@ def test_the_host_tool_reads_the_environment_file_as_the_spec_means_it(backends:
             assert workers_for(env, mode) == spec.shape(mode).workers
             assert min_healthy(env, mode) == spec.shape(mode).min_healthy
         assert {k: env[k] for k in spec.shape_vars()} == spec.shape_vars()
+
+
+FALLBACK_FIRST = ("{port: 8000, role: primary}", "{port: 3001, role: fallback}")
+
+
+@pytest.mark.parametrize(
+    ("edits", "message"),
+    [
+        (
+            [
+                (
+                    "validation: {backends: 2, workers: 2, min_healthy: 1}",
+                    "validation: {backends: 2, workers: 2, min_healthy: 4}",
+                )
+            ],
+            "backends.validation.min_healthy: more than the instances (3)",
+        ),
+        (
+            [
+                ("{port: 3001, role: fallback}", "{port: 8000, role: primary}"),
+                FALLBACK_FIRST,
+                ("production: {backends: 3, workers: 1, min_healthy: 2}", "production: {backends: 1, workers: 1}"),
+            ],
+            "backends.production.backends: runs only fallback instances (nginx backups)",
+        ),
+        (
+            [("    max_fails: 1 ", "    max_fails: -1 ")],
+            "backends.proxy.max_fails: Input should be greater than or equal to 0",
+        ),
+    ],
+)
+def test_bad_backends_sections_name_the_field(edits: list[tuple[str, str]], message: str) -> None:
+    from brainall_ops.errors import RoleMapError
+    from brainall_ops.rolemap import BUILTIN_ROLEMAP, parse_rolemap
+
+    text = BUILTIN_ROLEMAP.read_text()
+    for old, new in edits:
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    with pytest.raises(RoleMapError) as info:
+        parse_rolemap(text, "fleet.yaml")
+    assert any(p.split(": ", 1)[1].startswith(message) for p in info.value.problems), info.value.problems

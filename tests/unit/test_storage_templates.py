@@ -109,8 +109,12 @@ def test_lab_box_scripts_and_configs() -> None:
     shell = render("lab-shell.sh.j2", shell=SHELL, commands=SHELL_COMMANDS)
     sh_syntax_ok(shell)
     assert "exec /usr/bin/rsync" in shell and "install-ssh-key)" in shell
-    sh_syntax_ok(render("lab-chroot.sh.j2", chroot="/srv/storagebox/u503462", programs=CHROOT_PROGRAMS, box_user="u503462"))
-    sshd = render("lab-sshd.conf.j2", ports=[22, 23], box_port=23, box_user="u503462", chroot="/srv/storagebox/u503462")
+    sh_syntax_ok(
+        render("lab-chroot.sh.j2", chroot="/srv/storagebox/u503462", programs=CHROOT_PROGRAMS, box_user="u503462")
+    )
+    sshd = render(
+        "lab-sshd.conf.j2", ports=[22, 23], box_port=23, box_user="u503462", chroot="/srv/storagebox/u503462"
+    )
     assert "Port 22\nPort 23\n" in sshd
     assert "Match User u503462 LocalPort 23" in sshd and "ForceCommand internal-sftp -d /home" in sshd
     smb = render("lab-smb.conf.j2", share="backup", box_user="u503462", chroot="/srv/storagebox/u503462", box_port=23)
