@@ -27,7 +27,8 @@ from brainall_ops.proxmox.simulator.harness import ENVIRONMENT, Fleet
 from brainall_ops.proxmox.simulator.schema import SCHEMA_FILE, SCHEMA_SHA256
 from brainall_ops.proxmox.spec import read_ssh_keys, vm_specs
 
-OFFICIAL = Path("/work/shared/pve-api/pve-api-9.1.3.json")
+# ../shared beside the checkout, as on the build machines and in CI
+OFFICIAL = Path(__file__).resolve().parents[3] / "shared" / "pve-api" / "pve-api-9.1.3.json"
 
 
 def official_methods() -> dict[tuple[str, str], dict[str, Any]]:
