@@ -38,14 +38,10 @@ def run(
     """Run a command with a bounded wait, capturing its output as text."""
     args = [os.fspath(arg) for arg in argv]
     try:
-        result = subprocess.run(
-            args,
-            input=input_text,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=None if input_text is not None else subprocess.DEVNULL,
-        )
+        # `input` when there is text to send, else stdin from /dev/null: never both (gevent's
+        # subprocess, patched in by pyinfra's CLI, refuses `stdin` next to `input` even when None)
+        stream: dict[str, object] = {"input": input_text} if input_text is not None else {"stdin": subprocess.DEVNULL}
+        result = subprocess.run(args, capture_output=True, text=True, timeout=timeout, **stream)  # type: ignore[call-overload]
     except subprocess.TimeoutExpired as exc:
         raise LabCommandError(f"timed out after {timeout:.0f}s: {' '.join(args)}") from exc
     if check and result.returncode != 0:
