@@ -43,7 +43,12 @@ def sh(testbed: Lab, name: str, command: str) -> str:
 
 
 def api(testbed: Lab, path: str) -> dict:
-    out = sh(testbed, PROM, f"curl -sS --max-time 10 {shlex.quote(SPEC.prometheus_url + path)}")
+    # python3 rather than curl: the Prometheus host need not have curl (phase 1 may not have run yet)
+    fetch = (
+        "import sys, urllib.request; "
+        "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())"
+    )
+    out = sh(testbed, PROM, f"python3 -c {shlex.quote(fetch)} {shlex.quote(SPEC.prometheus_url + path)}")
     return json.loads(out)
 
 

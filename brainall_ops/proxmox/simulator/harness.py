@@ -30,7 +30,7 @@ from brainall_ops.proxmox.simulator.seed import seed_from_rolemap
 from brainall_ops.proxmox.simulator.server import Simulator
 from brainall_ops.rolemap.loader import BUILTIN_ROLEMAP, REPO_ROOT, load_rolemap
 
-ROLEMAP_SECTIONS_OF_OTHER_CONCERNS = ("storage", "ceph", "inference", "backends", "firewall")
+ROLEMAP_SECTIONS_OF_OTHER_CONCERNS = ("storage", "ceph", "inference", "backends", "firewall", "data", "monitoring")
 
 PYINFRA = Path(sys.executable).with_name("pyinfra")
 PHASE2 = "deploys/phase2.py"
