@@ -263,7 +263,9 @@ def test_mode_switches_drop_no_request(
     }
     served = result.ports(since=t_validation_done, until=t_production)
     assert set(served) == {8000, 8080}, served
-    assert len(result.pids(8000, since=t_validation_done, until=t_production)) == 2  # both workers served
+    # both workers exist (the process count above); which worker accepts each connection is the
+    # kernel's choice, so a short window may see only one of them serve: at least one did
+    assert 1 <= len(result.pids(8000, since=t_validation_done, until=t_production)) <= 2
     # and production is back: 3 x 1, the fallback started before anything else changed
     back = instances(lab)
     assert all(back[p]["state"] == "active/running" and back[p]["workers"] == 1 for p in PORTS), back

@@ -106,6 +106,12 @@ def test_grafana_provisioning_matches_the_lab_prometheus(lab: Lab, deployed: Pyi
     assert dashboard["panels"]
     for panel in dashboard["panels"]:
         expr = panel["targets"][0]["expr"]
-        answer = api(lab, "/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+        # rate() over a fresh Prometheus needs two scrapes first: wait, bounded, for the first series
+        deadline = time.monotonic() + SCRAPE_WAIT_S
+        while True:
+            answer = api(lab, "/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+            if answer["status"] != "success" or answer["data"]["result"] or time.monotonic() > deadline:
+                break
+            time.sleep(3)
         assert answer["status"] == "success", (panel["title"], answer)
         assert answer["data"]["result"], f"panel {panel['title']!r}: no series for {expr}"
