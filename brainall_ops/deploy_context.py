@@ -7,6 +7,8 @@ The generated inventories give every host `brainall_rolemap` (a repo-relative pa
 from __future__ import annotations
 
 import os
+import socket
+import sys
 from functools import cache
 from pathlib import Path
 
@@ -39,7 +41,30 @@ def rolemap_for(host_data: object) -> RoleMap:
     if not rel:
         raise BrainallError("this host has no brainall_rolemap in its inventory data (use a generated inventory)")
     path = Path(rel) if Path(rel).is_absolute() else REPO_ROOT / rel
-    return _load(str(path))
+    rolemap = _load(str(path))
+    _disable_nagle()
+    return rolemap
+
+
+def _disable_nagle() -> None:
+    """Turn on TCP_NODELAY for the current pyinfra host's SSH connection.
+
+    Paramiko leaves Nagle's algorithm on, so every command's last small packet waits for the
+    server's delayed ACK: about 40 ms per fact or command. Measured on the lab: 52 ms per exec
+    with Nagle, 10 ms without. Every deploy starts by asking for the role map, so this is the one
+    place that reaches every connection. A no-op outside pyinfra and for non-SSH connectors.
+    """
+    if "pyinfra" not in sys.modules:
+        return
+    from pyinfra.context import ctx_host
+
+    if not ctx_host.isset():
+        return
+    client = getattr(ctx_host.get().connector, "client", None)
+    transport = client.get_transport() if client is not None else None
+    sock = getattr(transport, "sock", None)
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def environment_for(host_data: object) -> str:

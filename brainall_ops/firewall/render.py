@@ -12,12 +12,9 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 from brainall_ops.firewall.policy import TABLE, HostFirewall
-from brainall_ops.rolemap.loader import REPO_ROOT
 
 if TYPE_CHECKING:
     import jinja2
-
-TEMPLATES = REPO_ROOT / "templates" / "firewall"
 
 # Where things live on a host.
 REMOTE_DIR = "/etc/brainall/firewall"
@@ -35,16 +32,9 @@ def nft_ports(ports: Iterable[int | str]) -> str:
 
 @cache
 def _environment() -> jinja2.Environment:
-    import jinja2  # only when rendering: `brainall-ops plan` imports this module lazily too
+    from brainall_ops.templating import environment
 
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        autoescape=False,
-    )
+    env = environment("firewall", trim_blocks=True, lstrip_blocks=True, autoescape=False)
     env.globals.update(ports=nft_ports, table=TABLE, ruleset=RULESET)
     return env
 

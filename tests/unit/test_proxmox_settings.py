@@ -24,19 +24,21 @@ def secret_file(path: Path, mode: int = 0o600, text: str = TOKEN + "\n") -> Path
     return path
 
 
-def test_secret_from_the_environment_first(tmp_path: Path) -> None:
+def test_secret_from_the_environment_or_a_file_not_both(tmp_path: Path) -> None:
+    assert read_token_secret({"BRAINALL_PROXMOX_TOKEN_SECRET": TOKEN + " "}).reveal() == TOKEN
     env = {"BRAINALL_PROXMOX_TOKEN_SECRET": TOKEN, "BRAINALL_PROXMOX_TOKEN_FILE": "/nonexistent"}
-    assert read_token_secret(env).reveal() == TOKEN
+    with pytest.raises(SecretError, match="set either BRAINALL_PROXMOX_TOKEN_SECRET or BRAINALL_PROXMOX_TOKEN_FILE"):
+        read_token_secret(env)
 
 
 def test_secret_file_readable_by_its_owner_only(tmp_path: Path) -> None:
     good = secret_file(tmp_path / "token")
     assert read_token_secret({"BRAINALL_PROXMOX_TOKEN_FILE": str(good)}).reveal() == TOKEN
     loose = secret_file(tmp_path / "loose", 0o640)
-    with pytest.raises(SecretError, match=r"readable by group or others \(mode 0640\); chmod 600 it"):
+    with pytest.raises(SecretError, match=r"open to group or others \(mode 0640\); run: chmod 600 "):
         read_token_secret({"BRAINALL_PROXMOX_TOKEN_FILE": str(loose)})
     empty = secret_file(tmp_path / "empty", 0o600, "\n")
-    with pytest.raises(SecretError, match="the file is empty"):
+    with pytest.raises(SecretError, match="the secret is empty"):
         read_token_secret({"BRAINALL_PROXMOX_TOKEN_FILE": str(empty)})
     with pytest.raises(SecretError, match="No such file"):
         read_token_secret({"BRAINALL_PROXMOX_TOKEN_FILE": str(tmp_path / "missing")})
@@ -66,7 +68,7 @@ def test_secrets_never_show() -> None:
     assert TOKEN not in repr(secret) and TOKEN not in str(secret) and TOKEN not in f"{secret}"
     header = f"headers={{'Authorization': 'PVEAPIToken=brainall-ops@pve!deploy={TOKEN}'}}"
     assert TOKEN not in scrub(header)  # even without knowing the secret
-    assert scrub(f"bad token {TOKEN}", secret) == "bad token ***"
+    assert scrub(f"bad token {TOKEN}", secret) == "bad token ********"
 
 
 def test_lock_timeouts_are_recognised() -> None:

@@ -81,7 +81,8 @@ def test_a_directory_is_refused(tmp_path: Path) -> None:
 def test_empty_or_multi_line_passwords_are_refused(value: str) -> None:
     with pytest.raises(BrainallError) as info:
         box_password({PASSWORD_ENV: value})
-    assert "password" in str(info.value)
+    assert str(info.value).startswith(f"{PASSWORD_ENV}: the secret ")
+    assert ("empty" if not value else "one line") in str(info.value)
     if value.strip():
         assert value not in str(info.value)
 
