@@ -9,5 +9,7 @@ BRAINALL_STORAGEBOX_PASSWORD(_FILE)) the first time only. Monitoring: deploys/mo
 """
 
 from brainall_ops.data.deploy import data_tier
+from brainall_ops.storage.deploy import config_git_backup
 
 data_tier()
+config_git_backup()  # /etc to Git on the db VM, with the box key data_tier installed

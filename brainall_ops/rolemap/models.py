@@ -242,12 +242,32 @@ class OllamaMigration(Strict):
     service: Name | None = Field(default=None, description="stopped for the switch; default: inference.ollama_service")
 
 
+# A gitignore pattern relative to /etc: no negation (it could bring a secret back), no `..`.
+GitIgnorePattern = Annotated[str, Field(pattern=r"^/?[A-Za-z0-9_.@+*?-]+(/[A-Za-z0-9_.@+*?-]+)*/?$"),
+                             AfterValidator(_no_dot_parts)]
+
+
+class ConfigGit(Strict):
+    """/etc in git on each host (etckeeper), pushed to the box as a git bundle on a timer."""
+
+    hosts: list[Name] | None = Field(
+        default=None, description="default: every host and VM with a Storage Box key (storage clients, data.host)"
+    )
+    destination: RelativeBoxPath = Field(default="configs", description="the bundles: DESTINATION/HOST.bundle")
+    on_calendar: str = "*-*-* 04:30:00"
+    randomized_delay_s: int = Field(default=900, ge=0, le=86_400)
+    exclude: list[GitIgnorePattern] = Field(
+        default=[], description="more paths under /etc kept out of git, besides the built-in secrets and pve/"
+    )
+
+
 class Storage(Strict):
     box: StorageBox
     sshfs: list[SSHFSMount] = []
     cifs: list[CIFSMount] = []
     backups: list[RsyncBackup] = []
     ollama: OllamaMigration | None = None
+    config_git: ConfigGit | None = None
 
 
 # --------------------------------------------------------------------------- ceph

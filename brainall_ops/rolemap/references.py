@@ -237,6 +237,19 @@ def _storage_problems(rm: RoleMap) -> Iterator[Problem]:
                 yield loc, f"{point} and {other} on {host} are nested: mount them side by side"
     backups = [(("storage", "backups", i, "name"), b.name) for i, b in enumerate(storage.backups)]
     yield from _duplicates(backups, "backup name")
+    if storage.config_git is not None and storage.config_git.hosts is not None:
+        # The bundle goes up with the host's own box key: only a host that gets one can push.
+        keyed = {m.host for m in [*storage.sshfs, *storage.cifs, *storage.backups]}
+        keyed |= {storage.ollama.host} if storage.ollama else set()
+        keyed |= {rm.data.host} if rm.data else set()
+        for i, name in enumerate(storage.config_git.hosts):
+            if name not in keyed:
+                yield ("storage", "config_git", "hosts", i), (
+                    f"{name!r} has no Storage Box key (hosts with one: {_known(keyed)})"
+                )
+        yield from _duplicates(
+            [(("storage", "config_git", "hosts", i), h) for i, h in enumerate(storage.config_git.hosts)], "host"
+        )
     ollama = storage.ollama
     if ollama is None:
         return

@@ -1,5 +1,5 @@
-"""Phase 1, Storage Box clients as a pyinfra deploy: keys, SSHFS and CIFS automounts, rsync
-backups on a timer, and the Ollama model move.
+"""Phase 1, Storage Box clients as pyinfra deploys: keys, SSHFS and CIFS automounts, rsync
+backups on a timer, the Ollama model move; and configs to Git (`config_git_backup`).
 
 Runs on the hosts the role map's `storage` section names (a no-op on any other host). The box
 is addressed per environment (`logic.box_endpoint`): its DNS name in production, the lab's
@@ -18,6 +18,10 @@ from pyinfra.operations.util import any_changed
 
 from brainall_ops.deploy_context import environment_for, rolemap_for
 from brainall_ops.errors import BrainallError
+from brainall_ops.storage.config_git import GITIGNORE, config_git_job_for
+from brainall_ops.storage.config_git import LOG as CONFIG_GIT_LOG
+from brainall_ops.storage.config_git import PACKAGES as CONFIG_GIT_PACKAGES
+from brainall_ops.storage.config_git import remote_dirs as config_git_remote_dirs
 from brainall_ops.storage.logic import (
     BACKUP_LOG,
     CIFS_CREDENTIALS,
@@ -26,7 +30,9 @@ from brainall_ops.storage.logic import (
     UNIT_DIR,
     ClientPlan,
     MountUnits,
+    TimerJob,
     backup_job,
+    box_endpoint,
     cifs_credentials,
     cifs_units,
     client_plan,
@@ -37,11 +43,12 @@ from brainall_ops.storage.operations import (
     box_host_key_pinned,
     box_key_installed,
     box_reachable,
+    marked_block,
     ollama_models_moved,
     secret_file,
     ssh_keypair,
 )
-from brainall_ops.storage.rendering import template_path
+from brainall_ops.storage.rendering import jinja_env, template_path
 from brainall_ops.storage.secrets import Secret, box_password
 
 
@@ -161,39 +168,78 @@ def _mounts(plan: ClientPlan, password: Secret | None) -> None:
         )
 
 
+def _timer_job(job: TimerJob, script_template: str, **context: object) -> None:
+    """A timer job's script, service and timer (the shared `job.*.j2`), the timer enabled."""
+    script = files.template(
+        name=f"Script {job.script}",
+        src=template_path(script_template),
+        dest=job.script,
+        mode="0700",
+        create_remote_dir=True,
+        jinja_env_kwargs=jinja_env(),
+        job=job,
+        q=shlex.quote,
+        **context,
+    )
+    service = files.template(
+        name=f"{job.unit}.service",
+        src=template_path("job.service.j2"),
+        dest=f"{UNIT_DIR}/{job.unit}.service",
+        mode="0644",
+        job=job,
+    )
+    timer = files.template(
+        name=f"{job.unit}.timer",
+        src=template_path("job.timer.j2"),
+        dest=f"{UNIT_DIR}/{job.unit}.timer",
+        mode="0644",
+        job=job,
+    )
+    systemd.daemon_reload(name=f"systemd reads {job.unit}", _if=any_changed(script, service, timer))
+    systemd.service(
+        name=f"{job.unit}.timer enabled and started",
+        service=f"{job.unit}.timer",
+        running=True,
+        enabled=True,
+    )
+
+
 def _backups(plan: ClientPlan) -> None:
-    if not plan.backups:
-        return
     for backup in plan.backups:
-        job = backup_job(backup, plan.box)
-        script = files.template(
-            name=f"Backup script {job.script}",
-            src=template_path("backup.sh.j2"),
-            dest=job.script,
-            mode="0700",
-            create_remote_dir=True,
-            job=job,
-            log=BACKUP_LOG,
-            q=shlex.quote,
-        )
-        service = files.template(
-            name=f"{job.unit}.service",
-            src=template_path("backup.service.j2"),
-            dest=f"{UNIT_DIR}/{job.unit}.service",
-            mode="0644",
-            job=job,
-        )
-        timer = files.template(
-            name=f"{job.unit}.timer",
-            src=template_path("backup.timer.j2"),
-            dest=f"{UNIT_DIR}/{job.unit}.timer",
-            mode="0644",
-            job=job,
-        )
-        systemd.daemon_reload(name=f"systemd reads {job.unit}", _if=any_changed(script, service, timer))
-        systemd.service(
-            name=f"{job.unit}.timer enabled and started",
-            service=f"{job.unit}.timer",
-            running=True,
-            enabled=True,
-        )
+        _timer_job(backup_job(backup, plan.box), "backup.sh.j2", log=BACKUP_LOG)
+
+
+@deploy("BrainAll configs to Git (/etc by etckeeper, bundled to the Storage Box)")
+def config_git_backup() -> None:
+    """On a host the role map's `storage.config_git` names (a no-op elsewhere). Runs after the
+    deploy that gives the host its Storage Box key: storage_clients (phase 1), data_tier (phase 5)."""
+    try:
+        _config_git_backup()
+    except BrainallError as exc:
+        raise OperationError(f"{host.name}: {exc}") from None
+
+
+def _config_git_backup() -> None:
+    rm = rolemap_for(host.data)
+    job = config_git_job_for(rm, environment_for(host.data), host.data.brainall_name)
+    if job is None:
+        return
+    box_directories(name="Configs directory on the Storage Box", box=box_endpoint(rm, environment_for(host.data)),
+                    paths=config_git_remote_dirs(rm))
+    # Before etckeeper exists: its first commit (at install) already leaves these out.
+    # etckeeper keeps lines outside its own section when it rewrites the file.
+    marked_block(
+        name=f"{GITIGNORE}: secrets and /etc/pve kept out of git",
+        path=GITIGNORE,
+        lines=list(job.excludes),
+        begin="# BEGIN brainall-ops: kept out of git (secrets, /etc/pve); do not edit",
+        end="# END brainall-ops",
+    )
+    apt.packages(
+        name="git and etckeeper",
+        packages=list(CONFIG_GIT_PACKAGES),
+        update=True,
+        cache_time=6 * 3600,
+        no_recommends=True,
+    )
+    _timer_job(job, "config-git.sh.j2", log=CONFIG_GIT_LOG)

@@ -271,19 +271,59 @@ def cifs_credentials(user: str, password: str) -> str:
     return f"username={user}\npassword={password}\n"
 
 
-# --------------------------------------------------------------------------- backups
+# --------------------------------------------------------------------------- timer jobs
 @dataclass(frozen=True)
-class BackupJob:
-    """One rsync backup: its script, its service and timer."""
+class TimerJob:
+    """A job to the box run by a systemd timer: a script under one lock, ending with one log line.
+
+    Subclasses name their unit, script and lock; `job.service.j2`, `job.timer.j2` and the
+    `job_preamble` macro (templates/storage/_job.sh.j2) render every one of them the same way.
+    """
 
     name: str
-    sources: tuple[str, ...]
-    remote: str
     where: str
-    ssh: str
     on_calendar: str
     randomized_delay_s: int
+
+    @property
+    def description(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def unit(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def script(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def lock(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def tag(self) -> str:
+        """What each log line starts with (after the time)."""
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- backups
+@dataclass(frozen=True)
+class BackupJob(TimerJob):
+    """One rsync backup: its script, its service and timer."""
+
+    sources: tuple[str, ...] = ()
+    remote: str = ""
+    ssh: str = ""
     excludes: tuple[str, ...] = field(default=())
+
+    @property
+    def description(self) -> str:
+        return f"rsync backup {self.name} to the Storage Box"
+
+    @property
+    def tag(self) -> str:
+        return f"brainall-backup {self.name}"
 
     @property
     def unit(self) -> str:

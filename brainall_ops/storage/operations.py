@@ -229,3 +229,29 @@ def lab_chroot_populated(script: str):
     if missing == []:
         return
     yield StringCommand(shlex.quote(script))
+
+
+@operation(is_idempotent=True)
+def marked_block(path: str, lines: list[str], begin: str, end: str):
+    """Our lines between `begin` and `end` marker lines at the top of a text file (created if
+    missing); the rest of the file is left as it is. Compared line by line: no change, no command
+    (pyinfra's files.block always runs its shell and reports a change)."""
+    from pyinfra.facts.files import FileContents
+
+    current = list(host.get_fact(FileContents, path=path) or [])
+    block = [begin, *lines, end]
+    if begin in current and end in current[current.index(begin) :]:
+        start = current.index(begin)
+        stop = current.index(end, start)
+        if current[start : stop + 1] == block:
+            return
+        wanted = current[:start] + block + current[stop + 1 :]
+    else:
+        wanted = block + current
+    text = "".join(f"{line}\n" for line in wanted)
+    quoted = shlex.quote(path)
+    tmp = shlex.quote(f"{path}.brainall-new")
+    yield StringCommand(
+        f"umask 022 && printf %s {shlex.quote(text)} > {tmp} && "
+        f"{{ [ ! -e {quoted} ] || chmod --reference={quoted} {tmp}; }} && mv -f {tmp} {quoted}"
+    )

@@ -1,4 +1,4 @@
-"""Phase 1 plan: Storage Box keys, mounts, backups and the Ollama model migration."""
+"""Phase 1 plan: Storage Box keys, mounts, backups, configs to Git and the Ollama model migration."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from brainall_ops.planning.changes import Change, Contribution
 from brainall_ops.rolemap.models import RoleMap
+from brainall_ops.storage.config_git import config_git_hosts
 
 if TYPE_CHECKING:
     from brainall_ops.planning.plan import PlanContext
@@ -61,6 +62,21 @@ def plan_changes(rm: RoleMap, context: PlanContext) -> Contribution:
                 {"sources": b.sources, "destination": b.destination, "on_calendar": b.on_calendar},
             )
         )
+    section = rm.storage.config_git
+    if section is not None:
+        for name in config_git_hosts(rm):
+            phase = "phase5" if rm.data is not None and name == rm.data.host and name not in clients else "phase1"
+            out.changes.append(
+                Change(
+                    phase,
+                    "storage",
+                    "create",
+                    name,
+                    f"configs to Git: etckeeper keeps /etc in git (secrets and /etc/pve kept out); a bundle of it "
+                    f"-> {where}/{section.destination}/{name}.bundle ({section.on_calendar})",
+                    {"destination": f"{section.destination}/{name}.bundle", "on_calendar": section.on_calendar},
+                )
+            )
     move = rm.storage.ollama
     if move is not None:
         source = move.source or (rm.inference.ollama_models_dir if rm.inference else "?")

@@ -72,10 +72,10 @@ def test_cifs_mount_unit_names_the_credentials_file_only() -> None:
 
 def test_backup_units_and_script() -> None:
     job = backup_job(PROX101.backups[0], PROX101.box)
-    service = unit(render("backup.service.j2", job=job))
+    service = unit(render("job.service.j2", job=job))
     assert service["Service"]["Type"] == "oneshot"
     assert service["Service"]["ExecStart"] == "/usr/local/lib/brainall-storage/backup-prox-101-configs"
-    timer = unit(render("backup.timer.j2", job=job))
+    timer = unit(render("job.timer.j2", job=job))
     assert timer["Timer"]["OnCalendar"] == "*-*-* 03:15:00"
     assert timer["Timer"]["Persistent"] == "true"
     assert "RandomizedDelaySec" not in timer["Timer"]
@@ -90,7 +90,7 @@ def test_backup_units_and_script() -> None:
 
 def test_randomized_delay_is_written_when_asked() -> None:
     backup = PROX101.backups[0].model_copy(update={"randomized_delay_s": 600})
-    timer = unit(render("backup.timer.j2", job=backup_job(backup, PROX101.box)))
+    timer = unit(render("job.timer.j2", job=backup_job(backup, PROX101.box)))
     assert timer["Timer"]["RandomizedDelaySec"] == "600"
 
 
