@@ -111,7 +111,8 @@ def converged_state(record: str, desired: str, script: str, live: str, recorded:
         return
     tmp = f"{record}.tmp"
     yield (
-        f"mkdir -p {shlex.quote(str(Path(record).parent))} && "
+        # root-only: a digest may cover a secret's (a CIFS password's) digest
+        f"umask 077 && mkdir -p {shlex.quote(str(Path(record).parent))} && "
         f'printf "%s %s\\n" {desired} "$( {_live_digest_command(script)} )" > {shlex.quote(tmp)} && '
         f"mv {shlex.quote(tmp)} {shlex.quote(record)}"
     )

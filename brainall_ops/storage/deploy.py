@@ -5,29 +5,40 @@ Runs on the hosts the role map's `storage` section names (a no-op on any other h
 is addressed per environment (`logic.box_endpoint`): its DNS name in production, the lab's
 stand-in in the lab. The box password is read from the environment only when this host needs
 it (a CIFS credentials file, or a key the box does not know yet).
+
+Both deploys sit behind a convergence gate (brainall_ops/converge.py): a no-op re-run reads one
+fact per host, whose probe also logs in to the box with the host's key and checks the box's
+directories, so a key or directory removed on the box side opens the gate as well.
 """
 
 from __future__ import annotations
 
+import hashlib
 import shlex
+from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import OperationError, deploy
 from pyinfra.operations import apt, files, systemd
 from pyinfra.operations.util import any_changed
 
+from brainall_ops.converge import Gate, source_digest
+from brainall_ops.converge import Probe as StateProbe
 from brainall_ops.deploy_context import environment_for, rolemap_for
 from brainall_ops.errors import BrainallError
-from brainall_ops.storage.config_git import GITIGNORE, config_git_job_for
+from brainall_ops.storage.config_git import GITIGNORE, ConfigGitJob, config_git_job_for
 from brainall_ops.storage.config_git import LOG as CONFIG_GIT_LOG
 from brainall_ops.storage.config_git import PACKAGES as CONFIG_GIT_PACKAGES
 from brainall_ops.storage.config_git import remote_dirs as config_git_remote_dirs
+from brainall_ops.storage.facts import BoxHostKeyPinned, LocalModelsState, box_listing_command
 from brainall_ops.storage.logic import (
     BACKUP_LOG,
     CIFS_CREDENTIALS,
     CLIENT_DIR,
     KEY_PATH,
+    KNOWN_HOSTS,
     UNIT_DIR,
+    BoxEndpoint,
     ClientPlan,
     MountUnits,
     TimerJob,
@@ -48,7 +59,7 @@ from brainall_ops.storage.operations import (
     secret_file,
     ssh_keypair,
 )
-from brainall_ops.storage.rendering import jinja_env, template_path
+from brainall_ops.storage.rendering import TEMPLATES, jinja_env, template_path
 from brainall_ops.storage.secrets import Secret, box_password
 
 
@@ -60,6 +71,40 @@ def _password(reason: str, required: bool) -> Secret | None:
             "or BRAINALL_STORAGEBOX_PASSWORD_FILE (a file outside the repo, mode 0600)"
         )
     return password
+
+
+# The code and templates the operations come from: a new release declares them again once.
+SOURCES = (
+    *Path(__file__).parent.glob("*.py"),
+    *TEMPLATES.glob("*.j2"),
+    Path(__file__).parents[1] / "converge.py",
+)
+
+
+def _job_files(job: TimerJob) -> tuple[str, ...]:
+    return (job.script, f"{UNIT_DIR}/{job.unit}.service", f"{UNIT_DIR}/{job.unit}.timer")
+
+
+def clients_probe(plan: ClientPlan) -> StateProbe:
+    """Everything `storage_clients` manages on a host, and its access to the box."""
+    box = plan.box
+    units = [sshfs_units(m, box) for m in plan.sshfs] + [cifs_units(m, box) for m in plan.cifs]
+    jobs = [backup_job(b, box) for b in plan.backups]
+    files_ = [CLIENT_DIR, KEY_PATH, f"{KEY_PATH}.pub", KNOWN_HOSTS]
+    files_ += [CIFS_CREDENTIALS] if plan.cifs else []
+    files_ += [f"{UNIT_DIR}/{name}" for u in units for name in (u.mount_unit, u.automount_unit)]
+    files_ += [path for job in jobs for path in _job_files(job)]
+    commands = [BoxHostKeyPinned().command(box.known_hosts_name), box_listing_command(box, tuple(plan.remote_dirs))]
+    if plan.ollama is not None:
+        files_.append(plan.ollama.script)
+        commands.append(LocalModelsState().command(plan.ollama.source))
+    return StateProbe(
+        files=tuple(files_),
+        packages=tuple(plan.packages),
+        # automounts and timers: their mounts and services come and go on their own
+        units=tuple([u.automount_unit for u in units] + [f"{job.unit}.timer" for job in jobs]),
+        commands=tuple(commands),
+    )
 
 
 @deploy("BrainAll Storage Box clients")
@@ -79,7 +124,23 @@ def _storage_clients() -> None:
     box = plan.box
     name = plan.host
     password = _password(f"CIFS on {name}", required=bool(plan.cifs))
+    desired = {
+        "plan": plan,
+        # a new password must reach the credentials file; only its digest enters the (root-only) record
+        "cifs": hashlib.sha256(cifs_credentials(box.user, password.reveal()).encode()).hexdigest()
+        if plan.cifs and password is not None
+        else None,
+        "sources": source_digest(SOURCES),
+    }
+    gate = Gate("storage-clients", desired, clients_probe(plan))
+    if gate.open:
+        _client_operations(plan, password)
+    gate.close()
 
+
+def _client_operations(plan: ClientPlan, password: Secret | None) -> None:
+    box = plan.box
+    name = plan.host
     box_reachable(name=f"Storage Box {box.where} reachable", box=box)
     apt.packages(
         name="Storage Box client packages",
@@ -224,8 +285,22 @@ def _config_git_backup() -> None:
     job = config_git_job_for(rm, environment_for(host.data), host.data.brainall_name)
     if job is None:
         return
-    box_directories(name="Configs directory on the Storage Box", box=box_endpoint(rm, environment_for(host.data)),
-                    paths=config_git_remote_dirs(rm))
+    box = box_endpoint(rm, environment_for(host.data))
+    remote_dirs = tuple(config_git_remote_dirs(rm))
+    probe = StateProbe(
+        files=(GITIGNORE, *_job_files(job)),
+        packages=CONFIG_GIT_PACKAGES,
+        units=(f"{job.unit}.timer",),
+        commands=(box_listing_command(box, remote_dirs),),
+    )
+    gate = Gate("config-git", {"job": job, "dirs": remote_dirs, "sources": source_digest(SOURCES)}, probe)
+    if gate.open:
+        _config_git_operations(job, box, remote_dirs)
+    gate.close()
+
+
+def _config_git_operations(job: ConfigGitJob, box: BoxEndpoint, remote_dirs: tuple[str, ...]) -> None:
+    box_directories(name="Configs directory on the Storage Box", box=box, paths=list(remote_dirs))
     # Before etckeeper exists: its first commit (at install) already leaves these out.
     # etckeeper keeps lines outside its own section when it rewrites the file.
     marked_block(

@@ -28,6 +28,15 @@ def _sftp_batch(box: BoxEndpoint, batch: str) -> str:
     return f"printf %s {shlex.quote(batch)} | sftp -b - -P {box.port} {options} {shlex.quote(box.login)}"
 
 
+def box_listing_command(box: BoxEndpoint, paths: tuple[str, ...]) -> str:
+    """One SFTP session that logs in with this host's key and lists `paths` (a missing one is an
+    error line, not the end of the session): what a convergence probe records of the box side."""
+    # `-cd` may fail without ending the batch; a bare `cd` returns to where the session started.
+    batch = "".join(f"-cd {path}\ncd\n" for path in paths)
+    session = f"{_sftp_batch(box, batch)} 2>&1"
+    return f'if [ -f {KEY_PATH} ] && [ -f {KNOWN_HOSTS} ]; then {session}; echo "rc=$?"; else echo no-key; fi'
+
+
 class BoxPort(FactBase[Probe]):
     """Whether the box's SSH port accepts a TCP connection from this host (bash's /dev/tcp)."""
 
