@@ -77,7 +77,7 @@ def _data(rm: RoleMap, out: Contribution) -> None:
 
 
 def _monitoring(rm: RoleMap, out: Contribution) -> None:
-    from brainall_ops.monitoring.logic import monitoring_spec
+    from brainall_ops.monitoring.logic import GRAFANA_ADMIN_PASSWORD_ENV, monitoring_spec
 
     try:
         spec = monitoring_spec(rm)
@@ -92,7 +92,14 @@ def _monitoring(rm: RoleMap, out: Contribution) -> None:
         f"Prometheus on {spec.prometheus_address}:{spec.prometheus_port} scraping {len(spec.targets)} exporters; "
         f"alerts: CPU > {spec.cpu_alert_pct:g} %, RAM > {spec.ram_alert_pct:g} %, disk > {spec.disk_alert_pct:g} %",
         {"targets": [t.name for t in spec.targets]}))
-    out.warnings.append(
-        f"monitoring: Grafana is not in Debian's repositories; its provisioning is rendered for "
-        f"{spec.prometheus_host}, installing it needs Grafana's apt repository (monitoring.grafana_apt_repo)"
-    )
+    if spec.install_grafana:
+        out.changes.append(Change(
+            "phase5", "monitoring", "create", spec.prometheus_host,
+            f"Grafana from {spec.grafana_apt_repo} on {spec.prometheus_address}:{spec.grafana_port} with the "
+            f"Prometheus datasource and the fleet dashboard; admin password from {GRAFANA_ADMIN_PASSWORD_ENV}",
+            {"repository": spec.grafana_apt_repo, "key": spec.grafana_apt_key_url}))
+    else:
+        out.warnings.append(
+            f"monitoring: Grafana is not installed here (no reachable apt repository); its provisioning is "
+            f"written on {spec.prometheus_host}"
+        )

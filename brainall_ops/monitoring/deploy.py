@@ -1,8 +1,11 @@
 """Phase 5, monitoring as a pyinfra deploy: Debian's prometheus-node-exporter on every host and
 VM (its vSwitch address only), Debian's prometheus on the Prometheus host with the fleet's alert
-rules (each file checked with promtool before it is put in place), and Grafana's provisioning
-files rendered next to it. Grafana itself is not in Debian: installing it needs its own apt
-repository (monitoring.grafana_apt_repo), which this deploy does not add.
+rules (each file checked with promtool before it is put in place), and Grafana next to it with
+its provisioning (the Prometheus datasource and the fleet dashboard). Grafana is not in Debian:
+it comes from Grafana's apt repository (monitoring.grafana_apt_repo, its key pinned to that line
+by signed-by=), where the environment can reach it (the lab cannot: `install_grafana: false`
+there, and only the provisioning is written). Its admin password comes from
+BRAINALL_GRAFANA_ADMIN_PASSWORD(_FILE) and lands in a 0600 file.
 """
 
 from __future__ import annotations
@@ -15,26 +18,35 @@ from pyinfra.api import OperationError, deploy
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
+from brainall_ops.data.secrets import required_secret
 from brainall_ops.deploy_context import environment_for, rolemap_for
 from brainall_ops.errors import BrainallError
 from brainall_ops.monitoring.logic import (
     ALERT_RULES,
     EXPORTER_DEFAULTS,
+    GRAFANA_ADMIN_ENV,
+    GRAFANA_ADMIN_PASSWORD_ENV,
     GRAFANA_DASHBOARD_JSON,
     GRAFANA_DASHBOARDS,
     GRAFANA_DATASOURCE,
+    GRAFANA_DROPIN,
+    GRAFANA_SERVICE,
     PROMETHEUS_CONFIG,
     PROMETHEUS_DEFAULTS,
     MonitoringSpec,
     alert_rules,
     exporter_defaults,
+    grafana_admin_env,
     grafana_dashboard,
     grafana_dashboards_provider,
     grafana_datasource,
+    grafana_service_dropin,
     monitoring_spec,
     prometheus_config,
     prometheus_defaults,
 )
+from brainall_ops.secrets import Secret
+from brainall_ops.storage.operations import secret_file
 
 STAGING = "/etc/brainall/monitoring"
 
@@ -112,10 +124,33 @@ def _prometheus(spec: MonitoringSpec) -> None:
     systemd.service(name="Prometheus restarted for its settings", service="prometheus.service", restarted=True,
                     _if=any_changed(rules, config, defaults))
     systemd.service(name="Prometheus running", service="prometheus.service", running=True, enabled=True)
-    # Grafana's provisioning, ready for the day Grafana is installed from its own repository.
-    files.put(name="Grafana datasource (Prometheus)", src=StringIO(grafana_datasource(spec)),
-              dest=GRAFANA_DATASOURCE, mode="0644", create_remote_dir=True)
-    files.put(name="Grafana dashboard provider", src=StringIO(grafana_dashboards_provider()),
-              dest=GRAFANA_DASHBOARDS, mode="0644", create_remote_dir=True)
-    files.put(name="Grafana fleet dashboard", src=StringIO(grafana_dashboard(spec)),
-              dest=GRAFANA_DASHBOARD_JSON, mode="0644", create_remote_dir=True)
+    _grafana(spec)
+
+
+def _grafana(spec: MonitoringSpec) -> None:
+    # Read first: a missing password stops the deploy before anything of Grafana's is written.
+    password = required_secret(GRAFANA_ADMIN_PASSWORD_ENV, "Grafana's admin account") if spec.install_grafana else None
+    provisioning = [
+        files.put(name="Grafana datasource (Prometheus)", src=StringIO(grafana_datasource(spec)),
+                  dest=GRAFANA_DATASOURCE, mode="0644", create_remote_dir=True),
+        files.put(name="Grafana dashboard provider", src=StringIO(grafana_dashboards_provider()),
+                  dest=GRAFANA_DASHBOARDS, mode="0644", create_remote_dir=True),
+        files.put(name="Grafana fleet dashboard", src=StringIO(grafana_dashboard(spec)),
+                  dest=GRAFANA_DASHBOARD_JSON, mode="0644", create_remote_dir=True),
+    ]
+    if password is None:
+        return
+    key = files.download(name="Grafana's apt signing key", src=spec.grafana_apt_key_url, dest=spec.grafana_keyring,
+                         mode="0644")
+    repo = apt.repo(name="Grafana's apt repository", src=spec.grafana_apt_repo, filename="grafana")
+    apt.update(name="apt lists with Grafana's repository", _if=any_changed(key, repo))
+    installed = apt.packages(name="Grafana (apt.grafana.com)", packages=["grafana"], no_recommends=True)
+    admin = secret_file(name=f"Grafana admin password {GRAFANA_ADMIN_ENV} (0600)", path=GRAFANA_ADMIN_ENV,
+                        content=Secret(grafana_admin_env(password.reveal())))
+    dropin = files.put(name=f"Grafana on {spec.prometheus_address}:{spec.grafana_port} only",
+                       src=StringIO(grafana_service_dropin(spec)), dest=GRAFANA_DROPIN, mode="0644",
+                       create_remote_dir=True)
+    systemd.daemon_reload(name="systemd reads Grafana's drop-in", _if=dropin.did_change)
+    systemd.service(name="Grafana restarted for its settings", service=GRAFANA_SERVICE, restarted=True,
+                    _if=any_changed(installed, admin, dropin, *provisioning))
+    systemd.service(name="Grafana running", service=GRAFANA_SERVICE, running=True, enabled=True)

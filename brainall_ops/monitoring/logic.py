@@ -4,6 +4,7 @@ rendered Prometheus, alert-rule and Grafana provisioning files."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,11 @@ ALERT_RULES = "/etc/prometheus/brainall-alerts.yml"
 GRAFANA_DATASOURCE = "/etc/grafana/provisioning/datasources/brainall.yaml"
 GRAFANA_DASHBOARDS = "/etc/grafana/provisioning/dashboards/brainall.yaml"
 GRAFANA_DASHBOARD_JSON = "/var/lib/grafana/dashboards/brainall-fleet.json"
+GRAFANA_SERVICE = "grafana-server.service"
+GRAFANA_DROPIN = "/etc/systemd/system/grafana-server.service.d/brainall.conf"
+GRAFANA_ADMIN_ENV = "/etc/brainall/grafana/admin.env"  # 0600: the admin password, for Grafana's first start
+GRAFANA_ADMIN_PASSWORD_ENV = "BRAINALL_GRAFANA_ADMIN_PASSWORD"
+_SIGNED_BY = re.compile(r"\[[^\]]*\bsigned-by=([^\s\]]+)[^\]]*\]")
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,9 @@ class MonitoringSpec:
     disk_alert_pct: float
     alert_for_m: int
     grafana_port: int
-    grafana_apt_repo: str
+    grafana_apt_repo: str | None
+    grafana_apt_key_url: str
+    install_grafana: bool  # here: a repository is set and this environment can reach it
     targets: tuple[Target, ...]
 
     def target(self, name: str) -> Target | None:
@@ -51,6 +59,21 @@ class MonitoringSpec:
     @property
     def prometheus_url(self) -> str:
         return f"http://{self.prometheus_address}:{self.prometheus_port}"
+
+    @property
+    def grafana_keyring(self) -> str:
+        """Where the repository's `signed-by=` wants the key (apt reads an armoured `.asc` as is)."""
+        return grafana_keyring(self.grafana_apt_repo or "")
+
+
+def grafana_keyring(repo: str) -> str:
+    match = _SIGNED_BY.search(repo)
+    if match is None:
+        raise BrainallError(f"monitoring.grafana_apt_repo must name its key with [signed-by=PATH]: {repo!r}")
+    path = match.group(1)
+    if not path.startswith("/") or not path.endswith((".asc", ".gpg")):
+        raise BrainallError(f"monitoring.grafana_apt_repo: signed-by= must be an absolute .asc or .gpg path: {path!r}")
+    return path
 
 
 def monitoring_spec(rm: RoleMap, environment: str = PRODUCTION) -> MonitoringSpec:
@@ -62,6 +85,10 @@ def monitoring_spec(rm: RoleMap, environment: str = PRODUCTION) -> MonitoringSpe
     targets = tuple(
         Target(name=e.name, address=str(e.address), kind=e.kind) for e in where.values() if e.kind in ("host", "vm")
     )
+    env = rm.environments.get(environment)
+    install_grafana = env.install_grafana if env is not None else True
+    if mon.grafana_apt_repo:
+        grafana_keyring(mon.grafana_apt_repo)  # refused here, at plan time, not half-way through a deploy
     if mon.prometheus_host not in where or where[mon.prometheus_host].kind == "storage_box":
         raise BrainallError(f"monitoring.prometheus_host {mon.prometheus_host!r} is not a host of the role map")
     return MonitoringSpec(
@@ -77,6 +104,8 @@ def monitoring_spec(rm: RoleMap, environment: str = PRODUCTION) -> MonitoringSpe
         alert_for_m=mon.alert_for_m,
         grafana_port=mon.grafana_port,
         grafana_apt_repo=mon.grafana_apt_repo,
+        grafana_apt_key_url=mon.grafana_apt_key_url,
+        install_grafana=bool(mon.grafana_apt_repo) and install_grafana,
         targets=targets,
     )
 
@@ -142,6 +171,15 @@ def alert_rules(spec: MonitoringSpec) -> str:
 
 def grafana_datasource(spec: MonitoringSpec) -> str:
     return render("grafana-datasource.yaml.j2", spec=spec)
+
+
+def grafana_service_dropin(spec: MonitoringSpec) -> str:
+    return render("grafana-server.conf.j2", spec=spec, admin_env=GRAFANA_ADMIN_ENV)
+
+
+def grafana_admin_env(password: str) -> str:
+    """systemd's EnvironmentFile line; the password is one word (data.secrets.one_word)."""
+    return f"GF_SECURITY_ADMIN_PASSWORD={password}\n"
 
 
 def grafana_dashboards_provider() -> str:

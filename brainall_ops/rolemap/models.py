@@ -519,6 +519,9 @@ class Environment(Strict):
     outside: IPv4Network | None = Field(
         default=None, description="this environment's 'internet' (the lab's outside namespace), for tests"
     )
+    install_grafana: bool = Field(
+        default=True, description="false where Grafana's apt repository is out of reach (the lab's proxy: Debian only)"
+    )
 
 
 # --------------------------------------------------------------------------- data tier (phase 5)
@@ -601,9 +604,12 @@ class Monitoring(Strict):
     disk_alert_pct: float = Field(default=85, gt=0, le=100)
     alert_for_m: int = Field(default=5, ge=0, le=1440)
     grafana_port: Port = 3000
-    grafana_apt_repo: str = Field(
-        default="deb [signed-by=/usr/share/keyrings/grafana.gpg] https://apt.grafana.com stable main",
-        description="Grafana is not in Debian: its apt repository (production only)",
+    grafana_apt_repo: str | None = Field(
+        default="deb [signed-by=/usr/share/keyrings/grafana.asc] https://apt.grafana.com stable main",
+        description="Grafana is not in Debian: its apt repository, naming its key with signed-by= (null: no Grafana)",
+    )
+    grafana_apt_key_url: str = Field(
+        default="https://apt.grafana.com/gpg.key", description="the repository's signing key (ASCII-armoured)"
     )
 
 

@@ -115,3 +115,15 @@ def test_grafana_provisioning_matches_the_lab_prometheus(lab: Lab, deployed: Pyi
             time.sleep(3)
         assert answer["status"] == "success", (panel["title"], answer)
         assert answer["data"]["result"], f"panel {panel['title']!r}: no series for {expr}"
+
+
+def test_the_lab_writes_grafana_provisioning_but_never_reaches_for_its_repository(
+    lab: Lab,  # noqa: F811
+    deployed: PyinfraRun,
+) -> None:
+    # `install_grafana: false` in the lab: its apt proxy reaches Debian's mirror only
+    assert not SPEC.install_grafana
+    listing = sh(lab, PROM, "ls /etc/apt/sources.list.d/ /usr/share/keyrings/; ls /etc/brainall/grafana 2>&1 || true")
+    assert "grafana.list" not in listing and "grafana.asc" not in listing
+    assert "No such file or directory" in listing  # no admin password file either
+    assert "Grafana (apt.grafana.com)" not in deployed.output

@@ -90,4 +90,6 @@ def test_phase5_plan_lists_the_data_tier_and_monitoring() -> None:
     assert "192.168.100.71:5432 only" in summaries and "shared_buffers 4096 MB" in summaries
     assert {c.target for c in phase5 if c.concern == "monitoring"} >= {h.name for h in RM.hosts}
     assert any("bastion: disk 87 %" in w for w in plan.warnings)
-    assert any("Grafana" in w for w in plan.warnings)
+    grafana = [c for c in phase5 if c.summary.startswith("Grafana from deb [signed-by=")]
+    assert [c.target for c in grafana] == ["prox-101"] and "192.168.100.1:3000" in grafana[0].summary
+    assert not any("Grafana" in w for w in plan.warnings)

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 
+from brainall_ops.errors import BrainallError
 from brainall_ops.monitoring.logic import (
+    GRAFANA_ADMIN_ENV,
     PANELS,
     alert_rules,
     exporter_defaults,
+    grafana_admin_env,
     grafana_dashboard,
     grafana_dashboards_provider,
     grafana_datasource,
+    grafana_keyring,
+    grafana_service_dropin,
     monitoring_spec,
     prometheus_config,
     prometheus_defaults,
@@ -62,3 +68,32 @@ def test_grafana_provisioning_points_at_prometheus_and_has_one_fleet_dashboard()
     exprs = [p["targets"][0]["expr"] for p in dashboard["panels"]]
     assert exprs == [expr for _, expr, _ in PANELS]
     assert all(p["datasource"]["uid"] == source["uid"] for p in dashboard["panels"])
+
+
+def test_grafana_is_installed_from_its_repository_in_production_only() -> None:
+    production = monitoring_spec(RM)
+    assert production.install_grafana and not LAB.install_grafana
+    assert production.grafana_keyring == "/usr/share/keyrings/grafana.asc"
+    dropin = grafana_service_dropin(production).splitlines()
+    assert "[Service]" in dropin
+    assert "Environment=GF_SERVER_HTTP_ADDR=192.168.100.1" in dropin
+    assert "Environment=GF_SERVER_HTTP_PORT=3000" in dropin
+    assert "Environment=GF_ANALYTICS_REPORTING_ENABLED=false" in dropin
+    assert f"EnvironmentFile={GRAFANA_ADMIN_ENV}" in dropin
+    assert grafana_admin_env("a-long-password-1") == "GF_SECURITY_ADMIN_PASSWORD=a-long-password-1\n"
+
+
+def test_a_grafana_repository_without_its_key_is_refused() -> None:
+    assert grafana_keyring("deb [arch=amd64 signed-by=/etc/apt/keyrings/g.gpg] https://x stable main") == (
+        "/etc/apt/keyrings/g.gpg"
+    )
+    for line in ("deb https://apt.grafana.com stable main", "deb [signed-by=grafana.asc] https://x stable main"):
+        with pytest.raises(BrainallError, match="grafana_apt_repo"):
+            grafana_keyring(line)
+    unsigned = RM.model_copy(
+        update={"monitoring": RM.monitoring.model_copy(update={"grafana_apt_repo": "deb https://x stable main"})}
+    )
+    with pytest.raises(BrainallError, match=r"must name its key with \[signed-by=PATH\]"):
+        monitoring_spec(unsigned)
+    without = RM.model_copy(update={"monitoring": RM.monitoring.model_copy(update={"grafana_apt_repo": None})})
+    assert not monitoring_spec(without).install_grafana
