@@ -14,6 +14,7 @@ Run: python bench/plan_bench.py [--runs N]
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import subprocess
@@ -100,6 +101,28 @@ def bench_planner(hosts: int, vms: int) -> None:
     print(f"  {len(placement.placements)} VMs on {len(per_host)} hosts; {len(plan.changes)} changes")
 
 
+# What any process that validates the role map with pydantic pays before reading a byte of it:
+# the interpreter, pydantic itself, and the role map's model classes (pydantic builds each
+# class's validator when the class is defined).
+FLOOR_STEPS = (
+    ("python startup", "pass"),
+    ("+ import pydantic (BaseModel)", "from pydantic import BaseModel"),
+    ("+ build the role-map models", "import brainall_ops.rolemap.models"),
+)
+
+
+def floor(runs: int) -> None:
+    env = {**os.environ, "PYDANTIC_DISABLE_PLUGINS": "__all__"}
+    print("the floor under any pydantic-validated plan (each step includes the ones above):")
+    for label, code in FLOOR_STEPS:
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env=env)
+            times.append(time.perf_counter() - start)
+        print(f"  {label:32}: median {statistics.median(times):.3f} s, best {min(times):.3f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=15)
@@ -115,6 +138,7 @@ def main() -> None:
     )
     heavy = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO).stderr.strip()
     print(f"  heavy modules imported by an offline `plan --json`: {heavy.splitlines()[-1]}")
+    floor(args.runs)
     bench_planner(1000, 10_000)
 
 
