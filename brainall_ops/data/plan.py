@@ -58,16 +58,6 @@ def _data(rm: RoleMap, out: Contribution) -> None:
                {"on_calendar": data.dump.on_calendar, "keep": data.dump.keep}))
     for client in spec.clients:
         add(Change("phase5", "data", "create", client, "postgresql-client and redis-tools"))
-    if data.vzdump is not None:
-        from brainall_ops.data.vzdump import vzdump_vmids
-
-        vz = data.vzdump
-        vmids = vzdump_vmids(rm, vz)
-        which = ", ".join(vz.vms) if vz.vms else "all VMs"
-        add(Change("phase5", "data", "create", rm.proxmox.api_host if rm.proxmox else "proxmox",
-                   f"Proxmox storage '{vz.storage_id}' (CIFS //{box.hostname if box else '?'}/{vz.share}/{vz.subdir}) "
-                   f"and vzdump job of {which} at {vz.schedule} (rendered config; not exercised in the lab)",
-                   {"vmids": vmids}))
     if data.cleanup is not None:
         c = data.cleanup
         add(Change("phase5", "data", "create", c.host,

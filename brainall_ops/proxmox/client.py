@@ -49,6 +49,12 @@ ENDPOINTS: tuple[tuple[str, str], ...] = (
     ("POST", "/nodes/{node}/qemu/{vmid}/status/reboot"),
     ("GET", "/nodes/{node}/tasks/{upid}/status"),
     ("GET", "/nodes/{node}/tasks/{upid}/log"),
+    ("GET", "/storage/{storage}"),
+    ("POST", "/storage"),
+    ("PUT", "/storage/{storage}"),
+    ("GET", "/cluster/backup"),
+    ("POST", "/cluster/backup"),
+    ("PUT", "/cluster/backup/{id}"),
 )
 GET_ATTEMPTS = 3
 

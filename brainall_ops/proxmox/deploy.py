@@ -14,7 +14,14 @@ Options, as pyinfra data (`--data KEY=VALUE`):
 - `brainall_proxmox_allow_reboot=true`: reboot running VMs whose cores, memory or cloud-init
   changes PVE holds pending (off by default: a reboot is the operator's call);
 - `brainall_proxmox_deep_check=true`: read every VM's config, not only those whose
-  `/cluster/resources` entry differs (catches edits made in the GUI to net0 or cloud-init).
+  `/cluster/resources` entry differs (catches edits made in the GUI to net0 or cloud-init);
+- `brainall_proxmox_rotate_box_password=true`: send the Storage Box password to the vzdump
+  storage again (PVE never returns it, so a changed password cannot be detected otherwise).
+
+Before the VMs, the host that is the role map's `proxmox.api_host` also gets the cluster-wide
+vzdump backup of `data.vzdump` (`brainall_ops.proxmox.vzdump`: the CIFS storage on the Storage
+Box, then the job), once per cluster; it needs the box password only to create the storage or
+rotate its password. They come first so that a VM's failure does not hold the backups back.
 """
 
 from __future__ import annotations
@@ -27,9 +34,10 @@ from typing import Any
 from pyinfra.api import OperationError, deploy
 from pyinfra.context import host
 
+from brainall_ops.data.vzdump import VzdumpSpec, vzdump_spec
 from brainall_ops.deploy_context import environment_for, rolemap_for
 from brainall_ops.errors import BrainallError
-from brainall_ops.proxmox import operations
+from brainall_ops.proxmox import operations, vzdump
 from brainall_ops.proxmox.client import ConnectionSettings, connection_settings
 from brainall_ops.proxmox.secrets import read_token_secret
 from brainall_ops.proxmox.spec import VMSpec, read_ssh_keys, vm_specs
@@ -40,6 +48,8 @@ class DeployContext:
     environment: str
     connection: ConnectionSettings
     specs: tuple[VMSpec, ...]
+    vzdump: VzdumpSpec | None = None
+    api_node: str | None = None  # the node of proxmox.api_host: where cluster-wide objects are managed
 
     def specs_on(self, node: str) -> list[VMSpec]:
         return [spec for spec in self.specs if spec.node == node]
@@ -71,7 +81,11 @@ def deploy_context(host_data: object) -> DeployContext:
             connection = connection_settings(rm, environment)
             if connection.backend == "https":
                 read_token_secret()  # fail here, before any operation, when there is none
-            _contexts[key] = DeployContext(environment, connection, tuple(specs))
+            api_host = rm.host(rm.proxmox.api_host) if rm.proxmox else None
+            api_node = api_host.proxmox.node if api_host and api_host.proxmox else None
+            _contexts[key] = DeployContext(
+                environment, connection, tuple(specs), vzdump_spec(rm, environment), api_node
+            )
         return _contexts[key]
 
 
@@ -90,6 +104,15 @@ def proxmox_vms() -> None:
         raise OperationError(f"proxmox: {exc}") from None
     allow_reboot = _flag(host.data.get("brainall_proxmox_allow_reboot"))
     deep_check = _flag(host.data.get("brainall_proxmox_deep_check"))
+    if context.vzdump is not None and node == context.api_node:
+        spec = context.vzdump
+        vzdump.vzdump_storage(
+            name=f"Proxmox storage {spec.storage_id} (CIFS on the Storage Box)",
+            spec=spec,
+            connection=context.connection,
+            rotate_password=_flag(host.data.get(vzdump.ROTATE_OPTION)),
+        )
+        vzdump.vzdump_job(name=f"Proxmox vzdump job {spec.job_id}", spec=spec, connection=context.connection)
     for index, spec in enumerate(context.specs_on(node)):
         operations.vm(
             name=context.slot_name(index),

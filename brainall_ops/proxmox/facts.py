@@ -92,6 +92,23 @@ def read_vm_detail(client: ProxmoxClient, vm: ObservedVM) -> VMDetail:
     return VMDetail(config=config, pending_keys=pending)
 
 
+def read_storage(client: ProxmoxClient, storage_id: str) -> dict[str, Any] | None:
+    """A storage's section of storage.cfg (`GET /storage/ID`; never its password), None if there is none."""
+    from brainall_ops.proxmox.client import ApiError
+
+    try:
+        return dict(client.get(f"/storage/{storage_id}"))
+    except ApiError as exc:
+        if exc.status == 500 and f"storage '{storage_id}' does not exist" in exc.reason:
+            return None
+        raise
+
+
+def read_backup_job(client: ProxmoxClient, job_id: str) -> dict[str, Any] | None:
+    """A vzdump job from `GET /cluster/backup` (the list: no error message to tell "missing" by)."""
+    return next((dict(job) for job in client.get("/cluster/backup") if job.get("id") == job_id), None)
+
+
 # --------------------------------------------------------------------------- facts, cached per run
 class ApiFact(Generic[T]):
     """A fact read from the Proxmox API on the controller (see the module docstring)."""
@@ -122,6 +139,22 @@ class VMConfig(ApiFact[VMDetail]):
     def read(self, client: ProxmoxClient, *args: Any) -> VMDetail:
         (vm,) = args
         return read_vm_detail(client, vm)
+
+
+class StorageConfig(ApiFact["dict[str, Any] | None"]):
+    """One storage's config (`GET /storage/ID`), None when it does not exist."""
+
+    def read(self, client: ProxmoxClient, *args: Any) -> dict[str, Any] | None:
+        (storage_id,) = args
+        return read_storage(client, storage_id)
+
+
+class BackupJob(ApiFact["dict[str, Any] | None"]):
+    """One vzdump job of the cluster (`GET /cluster/backup`), None when it does not exist."""
+
+    def read(self, client: ProxmoxClient, *args: Any) -> dict[str, Any] | None:
+        (job_id,) = args
+        return read_backup_job(client, job_id)
 
 
 _cache: dict[Hashable, Any] = {}

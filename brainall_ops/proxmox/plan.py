@@ -27,9 +27,60 @@ GIB = 1024**3
 
 
 def plan_changes(rm: RoleMap, context: PlanContext) -> Contribution:
-    if context.live and rm.vms:
-        return live_changes(rm, context)
-    return offline_changes(rm, context)
+    out = live_changes(rm, context) if context.live and rm.vms else offline_changes(rm, context)
+    vzdump_changes(rm, context, out)
+    return out
+
+
+def vzdump_changes(rm: RoleMap, context: PlanContext, out: Contribution) -> None:
+    """The vzdump storage and job of `data.vzdump` (phase 2 applies them on `proxmox.api_host`):
+    `+ create` offline; with `--live`, what `GET /storage/ID` and `GET /cluster/backup` show."""
+    from brainall_ops.data.vzdump import VzdumpPlan, VzdumpRefusal, plan_job, plan_storage, vzdump_spec
+    from brainall_ops.errors import BrainallError
+
+    if rm.proxmox is None or rm.data is None or rm.data.vzdump is None:
+        return
+    environment = str(context.options.get("environment") or "production")
+    target = rm.proxmox.api_host
+    try:
+        spec = vzdump_spec(rm, environment)
+    except BrainallError as exc:
+        out.refusals.append(f"proxmox vzdump: {exc}")
+        return
+    assert spec is not None
+    plans: list[VzdumpPlan] = []
+    if context.live:
+        from brainall_ops.proxmox.client import ProxmoxClient, ProxmoxError, connection_settings
+        from brainall_ops.proxmox.facts import read_backup_job, read_storage
+
+        client = ProxmoxClient(connection_settings(rm, environment))
+        try:
+            storage = read_storage(client, spec.storage_id)
+            job = read_backup_job(client, spec.job_id)
+        except ProxmoxError as exc:
+            raise ProxmoxError(f"proxmox (live plan): {exc}") from None
+        try:
+            plans.append(plan_storage(spec, storage))
+        except VzdumpRefusal as exc:
+            out.refusals.append(f"proxmox: {exc}")
+            out.changes.append(Change("phase2", "proxmox", "refuse", target, str(exc), {"storage": spec.storage_id}))
+        plans.append(plan_job(spec, job))
+    else:
+        plans = [plan_storage(spec, None), plan_job(spec, None)]
+    for plan in plans:
+        detail = {
+            "host": target,
+            "environment": environment,
+            "live": context.live,
+            "reasons": list(plan.update.reasons) if plan.update else [],
+        }
+        if plan.kind == "storage":
+            detail.update({"storage": spec.storage_id, "type": "cifs", "unc": spec.unc, "username": spec.username})
+        else:
+            detail.update(
+                {"job": spec.job_id, "schedule": spec.schedule, "vmids": list(spec.vmids), "storage": spec.storage_id}
+            )
+        out.changes.append(Change("phase2", "proxmox", plan.action, target, plan.summary, detail))
 
 
 def offline_changes(rm: RoleMap, context: PlanContext) -> Contribution:

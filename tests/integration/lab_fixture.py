@@ -17,6 +17,7 @@ test of the session, so no other module sees its hosts reset under it.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -151,6 +152,14 @@ def start_simulator(state_dir: Path) -> tuple[subprocess.Popen[str], dict[str, s
     return process, info
 
 
+def _box_password_env() -> dict[str, str]:
+    """Phase 2 creates the vzdump storage on the Storage Box with the box password; the simulator
+    mounts nothing, so a run without one gets a throwaway password of its own."""
+    if any(os.environ.get(k) for k in ("BRAINALL_STORAGEBOX_PASSWORD", "BRAINALL_STORAGEBOX_PASSWORD_FILE")):
+        return {}
+    return {"BRAINALL_STORAGEBOX_PASSWORD": f"lab-vzdump-{secrets.token_urlsafe(12)}"}
+
+
 def phase2_through_simulator(lab: Lab) -> None:
     """Phase 2 as in production: pyinfra creates the VMs through the Proxmox API; in the lab the
     simulator boots each one as a lab host, so later phases reach the VMs over SSH."""
@@ -159,7 +168,7 @@ def phase2_through_simulator(lab: Lab) -> None:
         [str(Path(sys.executable).with_name("pyinfra")), "-y", "inventories/lab.py", "deploys/phase2.py",
          "--limit", "proxmox"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "BRAINALL_PROXMOX_TOKEN_FILE": info["token_secret_file"]},
+        env={**os.environ, "BRAINALL_PROXMOX_TOKEN_FILE": info["token_secret_file"], **_box_password_env()},
     )
     lab.phase2_output = result.stdout + result.stderr
     if result.returncode != 0:

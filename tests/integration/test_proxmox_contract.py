@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from brainall_ops.data.vzdump import vzdump_spec
 from brainall_ops.planning.fleet import place_rolemap
 from brainall_ops.planning.plan import PlanContext
 from brainall_ops.proxmox.client import ENDPOINTS, ConnectionSettings, ProxmoxClient, ProxmoxError
@@ -26,6 +27,7 @@ from brainall_ops.proxmox.secrets import Secret
 from brainall_ops.proxmox.simulator.harness import ENVIRONMENT, Fleet
 from brainall_ops.proxmox.simulator.schema import SCHEMA_FILE, SCHEMA_SHA256
 from brainall_ops.proxmox.spec import read_ssh_keys, vm_specs
+from brainall_ops.proxmox.vzdump import StorageConverger, converge_job_with
 
 # ../shared beside the checkout, as on the build machines and in CI
 OFFICIAL = Path(__file__).resolve().parents[3] / "shared" / "pve-api" / "pve-api-9.1.3.json"
@@ -97,6 +99,13 @@ def exercised() -> list[dict[str, Any]]:
         (api,) = fleet.vms_named(specs[0].name)
         fleet.simulator.edit_vm(api.vmid, set={"cores": "2"})
         Converger(client, specs[0], allow_reboot=True).run()  # config while running, pending, reboot
+        vzdump = vzdump_spec(fleet.rm, ENVIRONMENT)
+        assert vzdump is not None
+        StorageConverger(client, vzdump, rotate_password=False, password=Secret(fleet.box_password)).run()
+        converge_job_with(client, vzdump)  # created
+        client.request("PUT", f"/cluster/backup/{vzdump.job_id}", schedule="sat 03:00")
+        converge_job_with(client, vzdump)  # updated
+        StorageConverger(client, vzdump, rotate_password=True, password=Secret(fleet.box_password)).run()
         with pytest.MonkeyPatch.context() as patch:
             for key, value in env.items():
                 if key.startswith("BRAINALL_"):
@@ -129,4 +138,8 @@ def test_every_call_made_is_a_declared_endpoint_with_declared_parameters(exercis
 def test_the_simulator_accepted_every_call(exercised: list[dict[str, Any]]) -> None:
     # the simulator answers 400 to an unknown or malformed parameter and 500 to an answer that
     # would not match the schema: every call went through
-    assert [c for c in exercised if c["status"] != 200] == []
+    # ... except the read of the vzdump storage before it exists: PVE answers that with 500
+    # "storage 'ID' does not exist", and the toolkit reads it so
+    missing = [c for c in exercised if (c["method"], c["status"]) == ("GET", 500) and c["path"].startswith("/storage/")]
+    assert len(missing) == 1
+    assert [c for c in exercised if c["status"] != 200 and c not in missing] == []

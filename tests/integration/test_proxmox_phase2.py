@@ -36,7 +36,7 @@ def created() -> Iterator[tuple[Fleet, PyinfraRun]]:
 
 def test_creates_the_four_vms_on_their_nodes_with_their_specs(created: tuple[Fleet, PyinfraRun]) -> None:
     fleet, run = created
-    assert run.changed == 4 and run.errors == 0
+    assert run.changed == 6 and run.errors == 0  # the four VMs, and the vzdump storage and job
     for name, (node, cores, memory, disk, address, tags) in EXPECTED.items():
         (vm,) = fleet.vms_named(name)
         config = vm.config
@@ -90,8 +90,12 @@ def test_second_run_changes_nothing_with_one_read(created: tuple[Fleet, PyinfraR
     assert again.changed == 0 and again.errors == 0
     calls = fleet.requests_since(mark)
     assert [c for c in calls if c["method"] in MUTATING] == []
-    assert len(calls) <= 3
-    assert [(c["method"], c["path"]) for c in calls] == [("GET", "/cluster/resources")]
+    # one read of the VMs, and of the vzdump storage and job (test_proxmox_vzdump.py)
+    assert sorted((c["method"], c["path"]) for c in calls) == [
+        ("GET", "/cluster/backup"),
+        ("GET", "/cluster/resources"),
+        ("GET", "/storage/storagebox"),
+    ]
     assert fleet.secret not in again.output
 
 
@@ -115,7 +119,8 @@ def test_dry_run_shows_the_plan_and_changes_nothing() -> None:
         for name, (node, cores, *_rest) in EXPECTED.items():
             assert f"+ create {name} on {node}" in dry.stderr
             assert f"{cores} vCPU" in dry.stderr
-        assert len(dry.planned_changes) == 3  # op 1 (api and db, one per node), then workers, nginx
+        # the vzdump storage and job, op 1 (api and db, one per node), then workers, nginx
+        assert len(dry.planned_changes) == 5
         assert fleet.vms_named("vm-brainall-api") == []
 
 

@@ -22,6 +22,8 @@ from brainall_ops.proxmox.simulator.cluster import GIB
 from brainall_ops.proxmox.simulator.harness import ENVIRONMENT, Fleet, write_rolemap_copy
 
 NAMES = {"vm-brainall-api", "vm-brainall-workers", "vm-brainall-nginx", "vm-brainall-db"}
+# the vzdump storage and job of data.vzdump, read after the VMs (test_proxmox_vzdump.py)
+VZDUMP_READS = ["/storage/storagebox", "/cluster/backup"]
 
 
 @pytest.fixture
@@ -37,7 +39,7 @@ def live_plan(fleet: Fleet) -> tuple[list[Change], list[Change], list[str]]:
     """(VM changes, budget rows, refusals) of the Proxmox contribution to a live lab plan."""
     context = PlanContext(place_rolemap(fleet.rm), live=True, options={"environment": ENVIRONMENT})
     out = plan_changes(fleet.rm, context)
-    vms = [c for c in out.changes if not c.detail.get("budget")]
+    vms = [c for c in out.changes if "vcpu" in c.detail]  # not the vzdump storage and job
     budgets = [c for c in out.changes if c.detail.get("budget")]
     return vms, budgets, out.refusals
 
@@ -52,7 +54,7 @@ def only_reads(fleet: Fleet, mark: int) -> list[str]:
 def test_live_plan_of_an_empty_cluster_creates_everything_with_live_budgets(fleet: Fleet) -> None:
     mark = fleet.simulator.mark()
     vms, budgets, refusals = live_plan(fleet)
-    assert only_reads(fleet, mark) == ["/cluster/resources"]
+    assert only_reads(fleet, mark) == ["/cluster/resources", *VZDUMP_READS]
     assert refusals == []
     assert {c.target: c.action for c in vms} == dict.fromkeys(NAMES, "create")
     assert all(c.symbol == "+" and c.detail["live"] for c in vms)
@@ -71,7 +73,7 @@ def test_live_plan_after_phase2_is_unchanged_then_shows_drift(fleet: Fleet) -> N
     assert run.returncode == 0, run.output
     mark = fleet.simulator.mark()
     vms, budgets, _ = live_plan(fleet)
-    assert only_reads(fleet, mark) == ["/cluster/resources"]
+    assert only_reads(fleet, mark) == ["/cluster/resources", *VZDUMP_READS]
     assert {c.target: c.symbol for c in vms} == dict.fromkeys(NAMES, "=")
     assert all(b.detail["adds"] == 0 for b in budgets)
 
@@ -80,7 +82,8 @@ def test_live_plan_after_phase2_is_unchanged_then_shows_drift(fleet: Fleet) -> N
     mark = fleet.simulator.mark()
     vms, budgets, _ = live_plan(fleet)
     paths = only_reads(fleet, mark)
-    assert paths[0] == "/cluster/resources" and all(f"/qemu/{api.vmid}/" in p for p in paths[1:])
+    assert paths[0] == "/cluster/resources" and paths[-2:] == VZDUMP_READS
+    assert all(f"/qemu/{api.vmid}/" in p for p in paths[1:-2])
     changed = {c.target: c for c in vms if c.action != "unchanged"}
     assert set(changed) == {"vm-brainall-api"}
     assert changed["vm-brainall-api"].symbol == "~"

@@ -1,17 +1,12 @@
-"""The data tier's rendered files: dump and clean-up scripts (run through `sh -n`), units, vzdump."""
+"""The data tier's rendered files: dump and clean-up scripts (run through `sh -n`), units."""
 
 from __future__ import annotations
 
 import subprocess
 
-import pytest
-
 from brainall_ops.data.logic import DUMP_LOG, data_spec
 from brainall_ops.data.rendering import render
-from brainall_ops.data.vzdump import render_vzdump, vzdump_vmids
-from brainall_ops.errors import BrainallError
 from brainall_ops.rolemap import load_rolemap
-from brainall_ops.rolemap.models import VzdumpBackup
 
 RM = load_rolemap()
 SPEC = data_spec(RM, "lab")
@@ -52,31 +47,6 @@ def test_cleanup_is_bounded_and_never_touches_containers() -> None:
         assert forbidden not in script
     assert "command -v docker" in script  # a host without Docker skips the images
     assert "freed $freed bytes" in script
-
-
-def test_vzdump_storage_and_job_render_in_proxmox_format() -> None:
-    config = render_vzdump(RM)
-    lines = config.storage_cfg.splitlines()
-    assert lines[0] == "cifs: storagebox"
-    assert "\tserver u503462.your-storagebox.de" in lines and "\tshare backup" in lines
-    assert "\tsubdir /vzdump" in lines and "\tcontent backup" in lines
-    assert "\tprune-backups keep-daily=7,keep-weekly=4" in lines
-    assert all(line.startswith("\t") for line in lines[1:] if line)
-    job = config.jobs_cfg.splitlines()
-    assert job[0] == "vzdump: brainall-storagebox"
-    assert "\tall 1" in job and "\tstorage storagebox" in job and "\tschedule 01:00" in job
-    assert "password" not in config.storage_cfg
-
-
-def test_vzdump_of_named_vms_needs_their_vmids() -> None:
-    with pytest.raises(BrainallError, match="has no vmid"):
-        vzdump_vmids(RM, VzdumpBackup(vms=["vm-brainall-db"]))
-    with pytest.raises(BrainallError, match="not a VM"):
-        vzdump_vmids(RM, VzdumpBackup(vms=["nope"]))
-
-
-def test_lab_vzdump_uses_the_lab_box() -> None:
-    assert "\tserver 10.77.1.50" in render_vzdump(RM, "lab").storage_cfg
 
 
 def test_phase5_plan_lists_the_data_tier_and_monitoring() -> None:

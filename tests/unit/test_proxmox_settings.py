@@ -125,5 +125,7 @@ def test_offline_plan_is_unchanged_by_live_support() -> None:
         ("create", "vm-brainall-workers", "prox-106"),
         ("create", "vm-brainall-nginx", "prox-106"),
         ("create", "vm-brainall-db", "prox-101"),
+        ("create", "prox-101", "prox-101"),  # the vzdump storage and job, on proxmox.api_host
+        ("create", "prox-101", "prox-101"),
     ]
     assert out.changes[0].summary == "on prox-106: 16 vCPU, 32 GB RAM, 100 GB disk, 192.168.100.61"

@@ -8,6 +8,7 @@ answer 501 "... not implemented by the simulator", so a client using one is noti
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections.abc import Callable
@@ -20,9 +21,11 @@ from brainall_ops.proxmox.simulator.cluster import (
     GIB,
     KEY_PRIVILEGE,
     NET_KEY,
+    TIB,
     VM,
     ApiError,
     Cluster,
+    Storage,
     Task,
     TaskError,
     format_size,
@@ -32,16 +35,29 @@ from brainall_ops.proxmox.simulator.cluster import (
     split_property_string,
 )
 from brainall_ops.proxmox.simulator.schema import (
+    PRUNE_BACKUPS_FORMAT,
     ApiSchema,
     Method,
     NoSuchMethod,
     ParameterError,
+    parse_property_string,
     property_schema,
 )
 
 PVE_VERSION = "9.1.3"
 # Parameters of a config update that are not config keys.
 CONFIG_CONTROL = {"node", "vmid", "digest", "delete", "skiplock", "background_delay", "revert", "force"}
+# PVE's CIFSPlugin options: what a `cifs` section of storage.cfg may hold. `fixed` ones are set
+# at creation and never changed; server and share are required.
+CIFS_OPTIONS = {
+    "path", "content-dirs", "server", "share", "subdir", "nodes", "disable", "prune-backups",
+    "max-protected-backups", "content", "format", "username", "password", "domain", "smbversion",
+    "mkdir", "create-base-path", "create-subdirs", "bwlimit", "preallocation", "options",
+}  # fmt: skip
+CIFS_FIXED = {"path", "server", "share"}
+CIFS_SIZE = 1 * TIB  # a BX11 Storage Box
+# Job options the simulator keeps as given but does not model (objects PVE parses further).
+UNMODELLED_JOB_OPTIONS = {"fleecing", "performance", "exclude-path"}
 
 
 @dataclass(frozen=True)
@@ -97,7 +113,17 @@ class Api:
             ("GET", "/nodes/{node}/storage"): self.node_storage,
             ("GET", "/nodes/{node}/storage/{storage}/status"): self.storage_status,
             ("GET", "/storage"): self.storage_index,
+            ("POST", "/storage"): self.storage_create,
+            ("GET", "/storage/{storage}"): self.storage_get,
+            ("PUT", "/storage/{storage}"): self.storage_update,
+            ("DELETE", "/storage/{storage}"): self.storage_delete,
+            ("GET", "/cluster/backup"): self.backup_index,
+            ("POST", "/cluster/backup"): self.backup_create,
+            ("GET", "/cluster/backup/{id}"): self.backup_get,
+            ("PUT", "/cluster/backup/{id}"): self.backup_update,
+            ("DELETE", "/cluster/backup/{id}"): self.backup_delete,
         }
+        self.job_props: dict[str, Any] = schema.method("GET", "/cluster/backup/{id}").returns["properties"]
 
     # ----------------------------------------------------------------------- pipeline
     def authenticate(self, authorization: str | None) -> str:
@@ -788,4 +814,181 @@ class Api:
         return self._storage_entry(request.node, storage.name)
 
     def storage_index(self, request: Request) -> list[dict[str, Any]]:
-        return [{"storage": name} for name in sorted(self.cluster.storages)]
+        return self.storage_index_filtered(request.params.get("type"))
+
+    def storage_index_filtered(self, kind: str | None) -> list[dict[str, Any]]:
+        return [{"storage": n} for n, st in sorted(self.cluster.storages.items()) if kind in (None, st.type)]
+
+    # ----------------------------------------------------------------------- storage config
+    def _storage(self, name: str) -> Storage:
+        storage = self.cluster.storages.get(name)
+        if storage is None:
+            raise ApiError(500, f"storage '{name}' does not exist")
+        return storage
+
+    def storage_get(self, request: Request) -> dict[str, Any]:
+        """The storage's section of storage.cfg, as `pvesh get /storage/ID` shows it: never the password."""
+        storage = self._storage(request.params["storage"])
+        out: dict[str, Any] = {"storage": storage.name, "type": storage.type, "content": storage.content}
+        if storage.nodes is not None:
+            out["nodes"] = ",".join(storage.nodes)
+        for key, value in storage.options.items():
+            out[key] = int(value) if key in ("disable", "mkdir", "create-base-path", "create-subdirs") else value
+        out["digest"] = storage.digest()
+        return out
+
+    def storage_create(self, request: Request) -> dict[str, Any]:
+        p = dict(request.params)
+        name, kind = p.pop("storage"), p.pop("type")
+        if kind != "cifs":
+            raise ApiError(501, f"storage type '{kind}' is not implemented by the simulator")
+        errors = {key: "unexpected property" for key in p if key not in CIFS_OPTIONS}
+        missing = [key for key in ("server", "share") if key not in p]
+        errors.update({key: "property is missing and it is not optional" for key in missing})
+        if errors:
+            raise ApiError(400, "Parameter verification failed.", errors)
+        if name in self.cluster.storages:
+            raise ApiError(500, f"create storage failed: storage ID '{name}' already defined")
+        password = p.pop("password", None)
+        content = p.pop("content", "backup,images,iso,rootdir,snippets,vztmpl")
+        nodes = p.pop("nodes", None)
+        options = {key: str(value) for key, value in p.items()}
+        options.setdefault("path", f"/mnt/pve/{name}")  # CIFSPlugin's check_config
+        storage = Storage(
+            name,
+            "cifs",
+            shared=True,
+            total=CIFS_SIZE,
+            content=content,
+            nodes=nodes.split(",") if nodes else None,
+            options=options,
+            password_sha256=hashlib.sha256(password.encode()).hexdigest() if password else None,
+        )
+        self.cluster.storages[name] = storage
+        self.cluster.save()
+        return {"storage": name, "type": "cifs"}
+
+    def storage_update(self, request: Request) -> dict[str, Any]:
+        storage = self._storage(request.params["storage"])
+        p = {k: v for k, v in request.params.items() if k not in ("storage", "digest", "delete")}
+        digest = request.params.get("digest")
+        if digest and digest != storage.digest():
+            raise ApiError(500, "detected modified configuration - file changed by other user? Try again.")
+        deletes = [d for d in re.split(r"[;,\s]+", request.params.get("delete", "")) if d]
+        if storage.type != "cifs":
+            raise ApiError(501, f"updating a '{storage.type}' storage is not implemented by the simulator")
+        errors = {key: "unexpected property" for key in p if key not in CIFS_OPTIONS}
+        errors.update({key: f"can't change value of fixed parameter '{key}'" for key in p if key in CIFS_FIXED})
+        errors.update({key: f"cannot delete fixed option '{key}'" for key in deletes if key in CIFS_FIXED})
+        errors.update({key: "both set and deleted" for key in deletes if key in p})
+        if errors:
+            raise ApiError(400, "Parameter verification failed.", errors)
+        for key in deletes:
+            if key == "password":
+                storage.password_sha256 = None
+            elif key == "nodes":
+                storage.nodes = None
+            storage.options.pop(key, None)
+        if "password" in p:
+            storage.password_sha256 = hashlib.sha256(str(p.pop("password")).encode()).hexdigest()
+        if "content" in p:
+            storage.content = str(p.pop("content"))
+        if "nodes" in p:
+            storage.nodes = str(p.pop("nodes")).split(",")
+        storage.options.update({key: str(value) for key, value in p.items()})
+        self.cluster.save()
+        return {"storage": storage.name, "type": storage.type}
+
+    def storage_delete(self, request: Request) -> None:
+        storage = self._storage(request.params["storage"])
+        del self.cluster.storages[storage.name]
+        self.cluster.save()
+        return None
+
+    # ----------------------------------------------------------------------- backup jobs
+    def _job_json(self, job_id: str, job: dict[str, str]) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": job_id}
+        for key, value in job.items():
+            kind = (property_schema(self.job_props, key) or {}).get("type")
+            if key == "prune-backups":
+                out[key] = parse_property_string(PRUNE_BACKUPS_FORMAT, value)
+            elif kind in ("integer", "boolean"):
+                out[key] = int(value)
+            else:
+                out[key] = value
+        return out
+
+    def _job(self, job_id: str) -> dict[str, str]:
+        job = self.cluster.backup_jobs.get(job_id)
+        if job is None:
+            raise ApiError(500, f"job '{job_id}' does not exist")
+        return job
+
+    def _check_job(self, request: Request, job: dict[str, str]) -> None:
+        """PVE's verify_vzdump_parameters and the storage and guest checks of a job."""
+        if job.get("all") == "1" and job.get("vmid"):
+            raise ApiError(400, "Parameter verification failed.", {"all": "option conflicts with option 'vmid'"})
+        if job.get("all") != "1" and not job.get("vmid") and not job.get("pool"):
+            raise ApiError(400, "Parameter verification failed.", {"vmid": "property is missing"})
+        if not job.get("schedule"):
+            raise ApiError(400, "Parameter verification failed.", {"schedule": "property is missing"})
+        name = job.get("storage", "local")
+        storage = self.cluster.storages.get(name)
+        if storage is None:
+            raise ApiError(400, "Parameter verification failed.", {"storage": f"storage '{name}' does not exist"})
+        if "backup" not in storage.content.split(","):
+            raise ApiError(
+                400, "Parameter verification failed.", {"storage": f"storage '{name}' does not support backups"}
+            )
+        self.require(request, f"/storage/{name}", "Datastore.AllocateSpace")
+        for vmid in [v for v in re.split(r"[;,\s]+", job.get("vmid", "")) if v]:
+            self.require(request, f"/vms/{vmid}", "VM.Backup")
+        if job.get("all") == "1":
+            self.require(request, "/", "VM.Backup")
+
+    def _job_options(self, request: Request) -> dict[str, str]:
+        p = {k: v for k, v in request.params.items() if k not in ("id", "delete")}
+        unmodelled = sorted(set(p) & UNMODELLED_JOB_OPTIONS)
+        if unmodelled:
+            raise ApiError(501, f"job option '{unmodelled[0]}' is not implemented by the simulator")
+        return {key: str(value) for key, value in p.items()}
+
+    def backup_index(self, request: Request) -> list[dict[str, Any]]:
+        return [self._job_json(job_id, job) for job_id, job in sorted(self.cluster.backup_jobs.items())]
+
+    def backup_get(self, request: Request) -> dict[str, Any]:
+        job_id = str(request.params["id"])
+        return self._job_json(job_id, self._job(job_id))
+
+    def backup_create(self, request: Request) -> None:
+        job_id = str(request.params.get("id") or f"backup-{self.cluster.random.getrandbits(48):012x}"[:20])
+        if job_id in self.cluster.backup_jobs:
+            raise ApiError(500, f"Job '{job_id}' already exists")
+        job = self._job_options(request)
+        self._check_job(request, job)
+        self.cluster.backup_jobs[job_id] = job
+        self.cluster.save()
+        return None
+
+    def backup_update(self, request: Request) -> None:
+        job_id = str(request.params["id"])
+        job = dict(self._job(job_id))
+        options = self._job_options(request)
+        deletes = [d for d in re.split(r"[;,\s]+", request.params.get("delete", "")) if d]
+        both = sorted(set(deletes) & set(options))
+        if both:
+            raise ApiError(400, "Parameter verification failed.", {both[0]: "both set and deleted"})
+        for key in deletes:
+            job.pop(key, None)
+        job.update(options)
+        self._check_job(request, job)
+        self.cluster.backup_jobs[job_id] = job
+        self.cluster.save()
+        return None
+
+    def backup_delete(self, request: Request) -> None:
+        job_id = str(request.params["id"])
+        self._job(job_id)
+        del self.cluster.backup_jobs[job_id]
+        self.cluster.save()
+        return None

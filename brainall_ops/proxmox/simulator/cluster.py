@@ -179,15 +179,25 @@ class Node:
 @dataclass
 class Storage:
     name: str
-    type: Literal["lvmthin", "rbd", "dir", "lvm"]
+    type: Literal["lvmthin", "rbd", "dir", "lvm", "cifs"]
     shared: bool
     total: int
     base_used: int = 0
     content: str = "images,rootdir"
     nodes: list[str] | None = None  # None: every node
+    # The rest of the storage's section in storage.cfg (server, share, subdir, prune-backups, ...),
+    # as PVE keeps it: strings, the password never among them.
+    options: dict[str, str] = field(default_factory=dict)
+    # PVE keeps a CIFS password in /etc/pve/priv/storage/ID.pw; the simulator mounts nothing, so it
+    # keeps only a digest (enough for tests to see a rotation, and nothing to leak).
+    password_sha256: str | None = None
 
     def on(self, node: str) -> bool:
         return self.nodes is None or node in self.nodes
+
+    def digest(self) -> str:
+        text = json.dumps([self.type, self.content, self.nodes, self.options], sort_keys=True)
+        return hashlib.sha1(text.encode()).hexdigest()
 
 
 @dataclass
@@ -374,6 +384,7 @@ class Cluster:
         self.lock_changed = threading.Condition(self.lock)
         self.nodes: dict[str, Node] = {}
         self.storages: dict[str, Storage] = {}
+        self.backup_jobs: dict[str, dict[str, str]] = {}  # jobs.cfg `vzdump:` sections, by job id
         self.vms: dict[int, VM] = {}
         self.tasks: dict[str, Task] = {}
         self.tokens: dict[str, Token] = {}
@@ -668,6 +679,7 @@ class Cluster:
                 "nodes": [asdict(n) for n in self.nodes.values()],
                 "storages": [asdict(s) for s in self.storages.values()],
                 "vms": [asdict(v) for v in self.vms.values()],
+                "backup_jobs": copy.deepcopy(self.backup_jobs),
                 "tasks": [
                     {k: v for k, v in asdict(t).items() if k not in ("started_mono", "ended_mono")}
                     for t in list(self.tasks.values())[-500:]
@@ -690,6 +702,7 @@ class Cluster:
             self.nodes = {n["name"]: Node(**n) for n in data["nodes"]}
             self.storages = {s["name"]: Storage(**s) for s in data["storages"]}
             self.vms = {v["vmid"]: VM(**v) for v in data["vms"]}
+            self.backup_jobs = data.get("backup_jobs", {})
             for raw in data.get("tasks", []):
                 task = Task(**raw)
                 if task.status == "running":  # the simulator stopped while it ran

@@ -93,6 +93,8 @@ class Fleet:
         if self.rm.proxmox is not None:
             self.token_id = self.rm.proxmox.token_id
         self.secret = secrets.token_hex(16)
+        # the Storage Box password phase 2 gives the vzdump storage (data.vzdump of the role map)
+        self.box_password = f"Sbx-{secrets.token_urlsafe(18)}"
         self.hook = RecordingHook(self.dir / "vm-events.jsonl")
         self.cluster = seed_from_rolemap(Cluster(self.settings, hook=self.hook), self.rm)
         self.cluster.add_token(self.token_id, self.secret)
@@ -127,6 +129,7 @@ class Fleet:
                 "BRAINALL_PROXMOX_URL": self.simulator.url,
                 "BRAINALL_PROXMOX_CA": str(self.simulator.ca_file),
                 "BRAINALL_PROXMOX_TOKEN_SECRET": self.secret,
+                "BRAINALL_STORAGEBOX_PASSWORD": self.box_password,
                 "BRAINALL_LAB_DIR": str(self.lab_dir),
                 "PYINFRA_PROGRESS": "off",
             }

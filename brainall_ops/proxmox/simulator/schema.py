@@ -347,12 +347,33 @@ def _boot(value: str) -> bool:
     return True
 
 
+def _prune_backups(value: str) -> bool:
+    options = parse_property_string(PRUNE_BACKUPS_FORMAT, value)
+    if options.get("keep-all") and len(options) > 1:
+        raise ValueError("keep-all cannot be set together with other options.")
+    return True
+
+
+def _calendar_event(value: str) -> bool:
+    # systemd-style calendar events as PVE parses them (a subset: days, times, ranges, repetitions)
+    return re.fullmatch(r"[A-Za-z0-9*:,./~ -]+", value) is not None and not value.startswith((" ", ","))
+
+
 IPCONFIG_FORMAT: dict[str, Any] = {
     "ip": {"type": "string", "optional": 1, "format": "pve-ipv4-config"},
     "gw": {"type": "string", "optional": 1, "format": "ipv4"},
     "ip6": {"type": "string", "optional": 1, "format": "pve-ipv6-config"},
     "gw6": {"type": "string", "optional": 1, "format": "ipv6"},
 }
+
+PRUNE_BACKUPS_FORMAT: dict[str, Any] = {
+    "keep-all": {"type": "boolean", "optional": 1},
+    **{
+        f"keep-{period}": {"type": "integer", "minimum": 0, "optional": 1}
+        for period in ("last", "hourly", "daily", "weekly", "monthly", "yearly")
+    },
+}
+STORAGE_CONTENT = {"images", "rootdir", "vztmpl", "iso", "backup", "snippets", "import", "none"}
 
 FORMATS: dict[str, Callable[[str], bool]] = {
     "pve-node": _dns_label_name,
@@ -379,6 +400,11 @@ FORMATS: dict[str, Callable[[str], bool]] = {
     "pve-volume-id-or-qm-path": _volume_or_qm_path,
     "pve-qm-boot": _boot,
     "pve-vmid": lambda v: re.fullmatch(r"[1-9]\d{2,8}", v) is not None,
+    "pve-storage-content": lambda v: v in STORAGE_CONTENT,
+    "pve-storage-server": lambda v: _ipv4(v) or _ipv6(v) or _dns_label_name(v),
+    "pve-storage-path": lambda v: re.fullmatch(r"/[^;()]*", v) is not None,
+    "prune-backups": _prune_backups,
+    "pve-calendar-event": _calendar_event,
 }
 
 # PVE splits list formats on commas, semicolons, white space and NUL.

@@ -27,6 +27,10 @@ from brainall_ops.proxmox.simulator.tls import make_certificates
 
 API_PREFIX = "/api2/json"
 ADMIN_PREFIX = "/_simulator"
+# Parameters that carry a secret: the request log keeps that they were sent, never their value
+# (pveproxy's access log has no request bodies at all).
+SECRET_PARAMS = frozenset({"password", "encryption-key", "master-pubkey", "keyring", "cipassword"})
+LOGGED_SECRET = "********"
 
 
 class _Server(ThreadingHTTPServer):
@@ -114,7 +118,8 @@ class _Handler(BaseHTTPRequestHandler):
         if cluster.settings.latency_s:
             time.sleep(cluster.settings.latency_s)
         seq = cluster.next_seq()
-        record = RequestRecord(seq, time.time(), http_method, path, raw, 0, None)
+        logged = {k: LOGGED_SECRET if k in SECRET_PARAMS else v for k, v in raw.items()}
+        record = RequestRecord(seq, time.time(), http_method, path, logged, 0, None)
         cluster.record(record)
 
         if cluster.take_fault(("drop",), http_method, path, when="before") is not None:
