@@ -321,21 +321,6 @@ def _firewall_problems(rm: RoleMap, box_name: str | None) -> Iterator[Problem]:
     for i, closed in enumerate(fw.closed_ports):
         if closed == fw.ssh_port:
             yield ("firewall", "closed_ports", i), f"closes the SSH port {closed}"
-    # Phase 1 moves every sshd to firewall.ssh_port: a host reached on another port would be lost
-    # to the next deploy (the Storage Box's sshd is the provider's, not ours).
-    for i, h in enumerate(rm.hosts):
-        if h.name != box_name and h.ssh.port != fw.ssh_port:
-            yield (
-                ("hosts", i, "ssh", "port"),
-                f"{h.ssh.port} is not firewall.ssh_port ({fw.ssh_port}), where phase 1 moves sshd",
-            )
-    for env_name, env in rm.environments.items():
-        for name, override in env.hosts.items():
-            if name != box_name and override.ssh_port is not None and override.ssh_port != fw.ssh_port:
-                yield (
-                    ("environments", env_name, "hosts", name, "ssh_port"),
-                    f"{override.ssh_port} is not firewall.ssh_port ({fw.ssh_port}), where phase 1 moves sshd",
-                )
     if fw.ssh_via is not None and fw.ssh_via not in members:
         yield ("firewall", "ssh_via"), f"unknown host or VM {fw.ssh_via!r}"
 

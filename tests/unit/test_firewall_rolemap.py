@@ -69,11 +69,6 @@ def swap(old: str, new: str) -> str:
          "environments.lab.outside", "10.77.0.0/23 overlaps the vSwitch 10.77.1.0/24"),
         ("    outside: 10.77.200.0/24", "    outside: 10.78.200.0/24", "outside: 10.78.200.0/24",
          "environments.lab.outside", "10.78.200.0/24 is outside the network 10.77.0.0/16"),
-        ("    ssh: {port: 22, user: root}", "    ssh: {port: 2220, user: root}", "port: 2220", "hosts[0].ssh.port",
-         "2220 is not firewall.ssh_port (22), where phase 1 moves sshd"),
-        ("      prox-101: {address: 10.77.1.1}", "      prox-101: {address: 10.77.1.1, ssh_port: 2222}",
-         "ssh_port: 2222", "environments.lab.hosts.prox-101.ssh_port",
-         "2222 is not firewall.ssh_port (22), where phase 1 moves sshd"),
     ],
 )  # fmt: skip
 def test_malformed_policy(old: str, new: str, needle: str, path: str, message: str) -> None:
