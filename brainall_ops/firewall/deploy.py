@@ -149,4 +149,7 @@ def firewall() -> None:
     if fw.exposed:
         jail = files.put(name="fail2ban: SSH jail", src=StringIO(render_fail2ban(fw)), dest=FAIL2BAN_JAIL, mode="0644")
         systemd.service(name="fail2ban running", service="fail2ban.service", running=True, enabled=True)
-        systemd.service(name="fail2ban reads its jail", service="fail2ban.service", reloaded=True, _if=jail.did_change)
+        # Restarted, not reloaded: a reload goes through fail2ban-client, which fails while a server
+        # just started (by apt, or by the operation above) has not opened its socket yet (seen in CI).
+        systemd.service(name="fail2ban restarted for its jail", service="fail2ban.service", restarted=True,
+                        _if=jail.did_change)
