@@ -33,15 +33,8 @@ from brainall_ops.data.rendering import template_path
 from brainall_ops.data.secrets import DB_APP_PASSWORD_ENV, REDIS_PASSWORD_ENV, required_secret
 from brainall_ops.deploy_context import environment_for, rolemap_for
 from brainall_ops.errors import BrainallError
-from brainall_ops.storage.logic import CLIENT_DIR, KEY_PATH
-from brainall_ops.storage.operations import (
-    box_directories,
-    box_host_key_pinned,
-    box_key_installed,
-    box_reachable,
-    secret_file,
-    ssh_keypair,
-)
+from brainall_ops.storage.deploy import box_access
+from brainall_ops.storage.operations import box_reachable, secret_file
 from brainall_ops.storage.secrets import Secret, box_password
 
 
@@ -166,16 +159,9 @@ def _dump_backup(spec: DataSpec) -> None:
     """The db host's own key on the Storage Box (storage's machinery), then the dump's timer."""
     box, job = spec.box, spec.dump
     box_reachable(name=f"Storage Box {box.where} reachable", box=box)
-    files.directory(name=f"{CLIENT_DIR} (root only)", path=CLIENT_DIR, user="root", group="root", mode="0700")
-    ssh_keypair(name="ed25519 key for the Storage Box", path=KEY_PATH, comment=f"brainall-storagebox@{spec.host}")
-    box_host_key_pinned(name=f"Storage Box host key pinned ({box.known_hosts_name})", box=box)
-    box_key_installed(name=f"Key installed on the Storage Box ({box.login})", box=box, password=box_password())
     parts = job.remote.split(":", 1)[1].split("/")
-    box_directories(
-        name="Dump directory on the Storage Box",
-        box=box,
-        paths=["/".join(parts[: end + 1]) for end in range(len(parts))],
-    )
+    dirs = ["/".join(parts[: end + 1]) for end in range(len(parts))]  # parents first: sftp mkdir is not -p
+    box_access(box, spec.host, box_password(), dirs, "Dump directory on the Storage Box")
     files.directory(name=f"Dump directory {job.local_dir}", path=job.local_dir, user="postgres",
                     group="postgres", mode="0700")
     script = files.template(

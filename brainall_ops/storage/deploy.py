@@ -149,12 +149,7 @@ def _client_operations(plan: ClientPlan, password: Secret | None) -> None:
         cache_time=6 * 3600,
         no_recommends=True,
     )
-    files.directory(name=f"{CLIENT_DIR} (root only)", path=CLIENT_DIR, user="root", group="root", mode="0700")
-    ssh_keypair(name="ed25519 key for the Storage Box", path=KEY_PATH, comment=f"brainall-storagebox@{name}")
-    box_host_key_pinned(name=f"Storage Box host key pinned ({box.known_hosts_name})", box=box)
-    box_key_installed(name=f"Key installed on the Storage Box ({box.login})", box=box, password=password)
-    if plan.remote_dirs:
-        box_directories(name="Directories on the Storage Box", box=box, paths=plan.remote_dirs)
+    box_access(box, name, password, plan.remote_dirs, "Directories on the Storage Box")
 
     _mounts(plan, password)
     _backups(plan)
@@ -174,6 +169,17 @@ def _client_operations(plan: ClientPlan, password: Secret | None) -> None:
             source=move.source,
             target=move.target,
         )
+
+
+def box_access(box: BoxEndpoint, name: str, password: Secret | None, remote_dirs: list[str], dirs_label: str) -> None:
+    """This host's own way onto the box: its ed25519 key (installed on the box with the box
+    password the first time only), the box's host key pinned, and the directories it writes to."""
+    files.directory(name=f"{CLIENT_DIR} (root only)", path=CLIENT_DIR, user="root", group="root", mode="0700")
+    ssh_keypair(name="ed25519 key for the Storage Box", path=KEY_PATH, comment=f"brainall-storagebox@{name}")
+    box_host_key_pinned(name=f"Storage Box host key pinned ({box.known_hosts_name})", box=box)
+    box_key_installed(name=f"Key installed on the Storage Box ({box.login})", box=box, password=password)
+    if remote_dirs:
+        box_directories(name=dirs_label, box=box, paths=remote_dirs)
 
 
 def _mount_unit_files(units: MountUnits) -> list:
