@@ -107,7 +107,7 @@ def bench_planner(hosts: int, vms: int) -> None:
 FLOOR_STEPS = (
     ("python startup", "pass"),
     ("+ import pydantic (BaseModel)", "from pydantic import BaseModel"),
-    ("+ build the role-map models", "import brainall_ops.rolemap.models"),
+    ("+ the role map package (models, loader)", "import brainall_ops.rolemap.models"),
 )
 
 
