@@ -82,7 +82,9 @@ def timed_pyinfra(state_dir: Path, *args: str) -> tuple[float, str]:
         timeout=1800,
     )
     seconds = time.perf_counter() - start
-    total = next((line.split() for line in result.stdout.splitlines() if "Grand total" in line), [])
+    # pyinfra logs its results table on stderr
+    output = result.stdout + result.stderr
+    total = next((line.split() for line in output.splitlines() if "Grand total" in line), [])
     summary = " ".join(total[2:]) if total else f"exit {result.returncode}"
     if result.returncode != 0:
         print(result.stdout[-3000:] + result.stderr[-2000:])
