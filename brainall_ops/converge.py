@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyinfra
 from pyinfra import host
 from pyinfra.api import FactBase, operation
 
@@ -124,7 +125,8 @@ class Gate:
     def __init__(self, name: str, desired: Any, probe: Probe) -> None:
         self.name = name
         self.record = f"{RECORD_DIR}/{name}"
-        self.desired = digest(desired)
+        # pyinfra's version too: another pyinfra may read or apply the same operations differently
+        self.desired = digest({"desired": desired, "pyinfra": pyinfra.__version__})
         self.script = probe.script()
         self.live, self.recorded = host.get_fact(ConvergedState, record=self.record, script=self.script)
         self.open = self.recorded != f"{self.desired} {self.live}"
