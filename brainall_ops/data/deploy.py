@@ -7,8 +7,6 @@ them, and reach the host on stdin or as a SCRAM verifier (never a command line).
 
 from __future__ import annotations
 
-import shlex
-
 from pyinfra import host
 from pyinfra.api import OperationError, deploy
 from pyinfra.operations import apt, files, systemd
@@ -16,24 +14,22 @@ from pyinfra.operations.util import any_changed
 
 from brainall_ops.data.logic import (
     CLEANUP_LOG,
-    CLEANUP_UNIT,
     DUMP_LOG,
-    DUMP_UNIT,
     REDIS_AUTH,
     REDIS_CONF,
     REDIS_DROPIN,
-    SCRIPT_DIR,
-    UNIT_DIR,
     DataSpec,
+    cleanup_job,
     data_spec,
     member_names,
 )
 from brainall_ops.data.operations import postgres_database, postgres_role
-from brainall_ops.data.rendering import template_path
+from brainall_ops.data.rendering import TEMPLATES, template_path
 from brainall_ops.data.secrets import DB_APP_PASSWORD_ENV, REDIS_PASSWORD_ENV, required_secret
 from brainall_ops.deploy_context import environment_for, rolemap_for
 from brainall_ops.errors import BrainallError
-from brainall_ops.storage.deploy import box_access
+from brainall_ops.rolemap.models import BastionCleanup
+from brainall_ops.storage.deploy import box_access, timer_job
 from brainall_ops.storage.operations import box_reachable, secret_file
 from brainall_ops.storage.secrets import Secret, box_password
 
@@ -164,65 +160,8 @@ def _dump_backup(spec: DataSpec) -> None:
     box_access(box, spec.host, box_password(), dirs, "Dump directory on the Storage Box")
     files.directory(name=f"Dump directory {job.local_dir}", path=job.local_dir, user="postgres",
                     group="postgres", mode="0700")
-    script = files.template(
-        name=f"Dump script {job.script}",
-        src=template_path("pg-dump.sh.j2"),
-        dest=job.script,
-        mode="0700",
-        create_remote_dir=True,
-        job=job,
-        log=DUMP_LOG,
-        q=shlex.quote,
-    )
-    service = files.template(
-        name=f"{DUMP_UNIT}.service",
-        src=template_path("pg-dump.service.j2"),
-        dest=f"{UNIT_DIR}/{DUMP_UNIT}.service",
-        mode="0644",
-        job=job,
-        pg_service=spec.pg_service,
-    )
-    timer = files.template(
-        name=f"{DUMP_UNIT}.timer",
-        src=template_path("pg-dump.timer.j2"),
-        dest=f"{UNIT_DIR}/{DUMP_UNIT}.timer",
-        mode="0644",
-        job=job,
-    )
-    systemd.daemon_reload(name=f"systemd reads {DUMP_UNIT}", _if=any_changed(script, service, timer))
-    systemd.service(name=f"{DUMP_UNIT}.timer enabled and started", service=f"{DUMP_UNIT}.timer",
-                    running=True, enabled=True)
+    timer_job(job, TEMPLATES / "pg-dump.sh.j2", log=DUMP_LOG)
 
 
-def _cleanup(cleanup) -> None:  # type: ignore[no-untyped-def]
-    script_path = f"{SCRIPT_DIR}/cleanup"
-    script = files.template(
-        name=f"Clean-up script {script_path}",
-        src=template_path("cleanup.sh.j2"),
-        dest=script_path,
-        mode="0700",
-        create_remote_dir=True,
-        cleanup=cleanup,
-        log=CLEANUP_LOG,
-        lock=f"/run/lock/{CLEANUP_UNIT}.lock",
-    )
-    service = files.template(
-        name=f"{CLEANUP_UNIT}.service",
-        src=template_path("cleanup.service.j2"),
-        dest=f"{UNIT_DIR}/{CLEANUP_UNIT}.service",
-        mode="0644",
-        script=script_path,
-    )
-    timer = files.template(
-        name=f"{CLEANUP_UNIT}.timer",
-        src=template_path("cleanup.timer.j2"),
-        dest=f"{UNIT_DIR}/{CLEANUP_UNIT}.timer",
-        mode="0644",
-        cleanup=cleanup,
-    )
-    systemd.daemon_reload(name=f"systemd reads {CLEANUP_UNIT}", _if=any_changed(script, service, timer))
-    systemd.service(name=f"{CLEANUP_UNIT}.timer enabled and started", service=f"{CLEANUP_UNIT}.timer",
-                    running=True, enabled=True)
-
-
-
+def _cleanup(cleanup: BastionCleanup) -> None:
+    timer_job(cleanup_job(cleanup), TEMPLATES / "cleanup.sh.j2", log=CLEANUP_LOG)

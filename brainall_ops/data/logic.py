@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from brainall_ops.errors import BrainallError
 from brainall_ops.rolemap.environment import PRODUCTION, endpoints
-from brainall_ops.rolemap.models import RoleMap
-from brainall_ops.storage.logic import BoxEndpoint, box_endpoint, ssh_command
+from brainall_ops.rolemap.models import BastionCleanup, RoleMap
+from brainall_ops.storage.logic import BoxEndpoint, TimerJob, box_endpoint, ssh_command
 
 MB = 1024 * 1024
 SCRIPT_DIR = "/usr/local/lib/brainall-data"
@@ -81,14 +81,22 @@ class HbaRule:
 
 
 @dataclass(frozen=True)
-class DumpJob:
-    database: str
-    local_dir: str
-    remote: str  # rsync remote spec of the box directory
-    where: str  # address:port/path, for log lines
-    ssh: str
-    on_calendar: str
-    keep: int
+class DumpJob(TimerJob):
+    """The nightly pg_dump: into `local_dir` (the newest `keep` kept), mirrored to the box."""
+
+    database: str = ""
+    local_dir: str = ""
+    remote: str = ""  # rsync remote spec of the box directory
+    ssh: str = ""
+    keep: int = 7
+
+    @property
+    def description(self) -> str:
+        return f"pg_dump of {self.database} to the Storage Box"
+
+    @property
+    def unit(self) -> str:
+        return DUMP_UNIT
 
     @property
     def script(self) -> str:
@@ -97,6 +105,43 @@ class DumpJob:
     @property
     def lock(self) -> str:
         return f"{LOCK_DIR}/{DUMP_UNIT}.lock"
+
+    @property
+    def tag(self) -> str:
+        return f"{DUMP_UNIT} {self.database}"
+
+
+@dataclass(frozen=True)
+class CleanupJob(TimerJob):
+    """The bastion's bounded clean-up (role map: data.cleanup)."""
+
+    cleanup: BastionCleanup | None = None
+
+    @property
+    def description(self) -> str:
+        return "Bounded disk clean-up (journal, rotated logs, unused Docker images)"
+
+    @property
+    def unit(self) -> str:
+        return CLEANUP_UNIT
+
+    @property
+    def script(self) -> str:
+        return f"{SCRIPT_DIR}/cleanup"
+
+    @property
+    def lock(self) -> str:
+        return f"{LOCK_DIR}/{CLEANUP_UNIT}.lock"
+
+    @property
+    def tag(self) -> str:
+        return CLEANUP_UNIT
+
+
+def cleanup_job(cleanup: BastionCleanup) -> CleanupJob:
+    # spread over half an hour: the clean-up is not urgent, and hosts need not run it at once
+    return CleanupJob(name="cleanup", where="", on_calendar=cleanup.on_calendar, randomized_delay_s=1800,
+                      cleanup=cleanup)
 
 
 @dataclass(frozen=True)
@@ -190,12 +235,15 @@ def data_spec(rm: RoleMap, environment: str = PRODUCTION) -> DataSpec:
         ),
         box=box,
         dump=DumpJob(
+            name=pg.database,
             database=pg.database,
             local_dir=dump.local_dir,
             remote=box.remote(dump.destination),
             where=f"{box.where}/{dump.destination}",
             ssh=ssh_command(box),
             on_calendar=dump.on_calendar,
+            randomized_delay_s=0,
+            after=(f"postgresql@{pg.version}-main.service",),
             keep=dump.keep,
         ),
     )

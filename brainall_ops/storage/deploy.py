@@ -235,15 +235,16 @@ def _mounts(plan: ClientPlan, password: Secret | None) -> None:
         )
 
 
-def _timer_job(job: TimerJob, script_template: str, **context: object) -> None:
-    """A timer job's script, service and timer (the shared `job.*.j2`), the timer enabled."""
+def timer_job(job: TimerJob, script_src: Path, **context: object) -> None:
+    """A timer job's script (`script_src`, which may import the shared `_job.sh.j2` macros), its
+    service and timer (the shared `job.*.j2`), the timer enabled."""
     script = files.template(
         name=f"Script {job.script}",
-        src=template_path(script_template),
+        src=str(script_src),
         dest=job.script,
         mode="0700",
         create_remote_dir=True,
-        jinja_env_kwargs=jinja_env(),
+        jinja_env_kwargs=jinja_env(script_src.parent),
         job=job,
         q=shlex.quote,
         **context,
@@ -273,7 +274,7 @@ def _timer_job(job: TimerJob, script_template: str, **context: object) -> None:
 
 def _backups(plan: ClientPlan) -> None:
     for backup in plan.backups:
-        _timer_job(backup_job(backup, plan.box), "backup.sh.j2", log=BACKUP_LOG)
+        timer_job(backup_job(backup, plan.box), TEMPLATES / "backup.sh.j2", log=BACKUP_LOG)
 
 
 @deploy("BrainAll configs to Git (/etc by etckeeper, bundled to the Storage Box)")
@@ -323,4 +324,4 @@ def _config_git_operations(job: ConfigGitJob, box: BoxEndpoint, remote_dirs: tup
         cache_time=6 * 3600,
         no_recommends=True,
     )
-    _timer_job(job, "config-git.sh.j2", log=CONFIG_GIT_LOG)
+    timer_job(job, TEMPLATES / "config-git.sh.j2", log=CONFIG_GIT_LOG)

@@ -274,16 +274,18 @@ def cifs_credentials(user: str, password: str) -> str:
 # --------------------------------------------------------------------------- timer jobs
 @dataclass(frozen=True)
 class TimerJob:
-    """A job to the box run by a systemd timer: a script under one lock, ending with one log line.
+    """A job run by a systemd timer: a script under one lock, ending with one log line (the
+    Storage Box jobs here, and the data tier's dump and clean-up).
 
     Subclasses name their unit, script and lock; `job.service.j2`, `job.timer.j2` and the
     `job_preamble` macro (templates/storage/_job.sh.j2) render every one of them the same way.
     """
 
     name: str
-    where: str
+    where: str  # where it writes, for the unit's description and log lines ("" when nowhere)
     on_calendar: str
     randomized_delay_s: int
+    after: tuple[str, ...] = ()  # units the service starts after, besides the network
 
     @property
     def description(self) -> str:

@@ -8,6 +8,7 @@ undefined names, trailing newline kept, the same loader), so what a test reads i
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 from typing import Any
 
 from brainall_ops.rolemap.loader import REPO_ROOT
@@ -19,11 +20,12 @@ def template_path(name: str) -> str:
     return str(TEMPLATES / name)
 
 
-def jinja_env() -> dict[str, Any]:
-    """files.template's `jinja_env_kwargs` (a fresh dict each time: pyinfra pops the loader)."""
+def jinja_env(*first: Path) -> dict[str, Any]:
+    """files.template's `jinja_env_kwargs` (a fresh dict each time: pyinfra pops the loader):
+    templates found in `first` (another concern's templates), then here (the shared macros)."""
     from jinja2 import FileSystemLoader
 
-    return {"loader": FileSystemLoader(str(TEMPLATES))}
+    return {"loader": FileSystemLoader([str(path) for path in (*first, TEMPLATES)])}
 
 
 def render(name: str, **context: Any) -> str:

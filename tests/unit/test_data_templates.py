@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import subprocess
 
-from brainall_ops.data.logic import DUMP_LOG, data_spec
+from brainall_ops.data.logic import DUMP_LOG, cleanup_job, data_spec
 from brainall_ops.data.rendering import render
 from brainall_ops.rolemap import load_rolemap
+from brainall_ops.storage.rendering import render as render_job_unit
 
 RM = load_rolemap()
 SPEC = data_spec(RM, "lab")
@@ -30,16 +31,30 @@ def test_dump_script_locks_logs_keeps_n_and_mirrors_to_the_box() -> None:
 
 
 def test_dump_units_run_the_script_on_the_calendar() -> None:
-    service = render("pg-dump.service.j2", job=SPEC.dump, pg_service=SPEC.pg_service)
-    timer = render("pg-dump.timer.j2", job=SPEC.dump)
+    service = render_job_unit("job.service.j2", job=SPEC.dump)
+    timer = render_job_unit("job.timer.j2", job=SPEC.dump)
     assert f"ExecStart={SPEC.dump.script}" in service and "Type=oneshot" in service
+    assert f"After=network-online.target {SPEC.pg_service}\n" in service
+    assert "Description=pg_dump of brainall to the Storage Box (" in service
     assert "OnCalendar=*-*-* 02:30:00" in timer and "Persistent=true" in timer
+
+
+def test_cleanup_units_run_the_script_weekly_spread_out() -> None:
+    assert RM.data is not None and RM.data.cleanup is not None
+    job = cleanup_job(RM.data.cleanup)
+    service = render_job_unit("job.service.j2", job=job)
+    timer = render_job_unit("job.timer.j2", job=job)
+    assert "ExecStart=/usr/local/lib/brainall-data/cleanup" in service
+    assert "Description=Bounded disk clean-up (journal, rotated logs, unused Docker images)\n" in service
+    assert "After=network-online.target\n" in service
+    assert "OnCalendar=weekly" in timer and "RandomizedDelaySec=1800" in timer
 
 
 def test_cleanup_is_bounded_and_never_touches_containers() -> None:
     assert RM.data is not None and RM.data.cleanup is not None
-    script = render("cleanup.sh.j2", cleanup=RM.data.cleanup, log="/var/log/x.log", lock="/run/lock/x.lock")
+    script = render("cleanup.sh.j2", job=cleanup_job(RM.data.cleanup), log="/var/log/x.log")
     _sh_syntax_ok(script)
+    assert "flock -n 9" in script and "/run/lock/brainall-cleanup.lock" in script
     assert "journalctl --vacuum-size=500M" in script
     assert "-mtime +14" in script
     assert 'docker image prune --all --force --filter "until=168h"' in script
