@@ -24,7 +24,7 @@ import hashlib
 import json
 import shlex
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ class Probe:
     packages: tuple[str, ...] = ()
     users: tuple[str, ...] = ()
     units: tuple[str, ...] = ()
-    commands: tuple[str, ...] = field(default=())
+    commands: tuple[str, ...] = ()
 
     def script(self) -> str:
         parts: list[str] = []

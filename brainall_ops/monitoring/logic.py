@@ -10,10 +10,8 @@ from typing import Any
 
 from brainall_ops.errors import BrainallError
 from brainall_ops.rolemap.environment import PRODUCTION, endpoints
-from brainall_ops.rolemap.loader import REPO_ROOT
 from brainall_ops.rolemap.models import RoleMap
 
-TEMPLATES = REPO_ROOT / "templates" / "monitoring"
 EXPORTER_DEFAULTS = "/etc/default/prometheus-node-exporter"
 PROMETHEUS_DEFAULTS = "/etc/default/prometheus"
 PROMETHEUS_CONFIG = "/etc/prometheus/prometheus.yml"
@@ -137,10 +135,9 @@ PANELS: tuple[tuple[str, str, str], ...] = (
 
 # --------------------------------------------------------------------------- rendering
 def render(name: str, **context: Any) -> str:
-    from jinja2 import Environment, StrictUndefined
+    from brainall_ops.templating import environment
 
-    env = Environment(undefined=StrictUndefined, keep_trailing_newline=True)
-    return env.from_string((TEMPLATES / name).read_text(encoding="utf-8")).render(**context)
+    return environment("monitoring").get_template(name).render(**context)
 
 
 # The exporter's default list of pseudo filesystems, less `overlay`: a container's root (the lab's

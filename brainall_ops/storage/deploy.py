@@ -85,11 +85,19 @@ def _job_files(job: TimerJob) -> tuple[str, ...]:
     return (job.script, f"{UNIT_DIR}/{job.unit}.service", f"{UNIT_DIR}/{job.unit}.timer")
 
 
+def _mount_units(plan: ClientPlan) -> list[MountUnits]:
+    return [sshfs_units(m, plan.box) for m in plan.sshfs] + [cifs_units(m, plan.box) for m in plan.cifs]
+
+
+def _backup_jobs(plan: ClientPlan) -> list[TimerJob]:
+    return [backup_job(b, plan.box) for b in plan.backups]
+
+
 def clients_probe(plan: ClientPlan) -> StateProbe:
     """Everything `storage_clients` manages on a host, and its access to the box."""
     box = plan.box
-    units = [sshfs_units(m, box) for m in plan.sshfs] + [cifs_units(m, box) for m in plan.cifs]
-    jobs = [backup_job(b, box) for b in plan.backups]
+    units = _mount_units(plan)
+    jobs = _backup_jobs(plan)
     files_ = [CLIENT_DIR, KEY_PATH, f"{KEY_PATH}.pub", KNOWN_HOSTS]
     files_ += [CIFS_CREDENTIALS] if plan.cifs else []
     files_ += [f"{UNIT_DIR}/{name}" for u in units for name in (u.mount_unit, u.automount_unit)]
@@ -201,7 +209,7 @@ def _mount_unit_files(units: MountUnits) -> list:
 
 
 def _mounts(plan: ClientPlan, password: Secret | None) -> None:
-    all_units = [sshfs_units(m, plan.box) for m in plan.sshfs] + [cifs_units(m, plan.box) for m in plan.cifs]
+    all_units = _mount_units(plan)
     if not all_units:
         return
     credentials = None
@@ -273,8 +281,8 @@ def timer_job(job: TimerJob, script_src: Path, **context: object) -> None:
 
 
 def _backups(plan: ClientPlan) -> None:
-    for backup in plan.backups:
-        timer_job(backup_job(backup, plan.box), TEMPLATES / "backup.sh.j2", log=BACKUP_LOG)
+    for backup in _backup_jobs(plan):
+        timer_job(backup, TEMPLATES / "backup.sh.j2", log=BACKUP_LOG)
 
 
 @deploy("BrainAll configs to Git (/etc by etckeeper, bundled to the Storage Box)")
