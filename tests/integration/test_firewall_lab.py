@@ -565,6 +565,14 @@ def test_fail2ban_bans_an_outside_brute_force_on_the_bastion(firewalled: Firewal
             time.sleep(0.5)
         else:
             pytest.fail(f"{OUTSIDE_ADDRESS} not banned: {bastion.check_output('fail2ban-client status sshd')}")
+        # fail2ban lists a ban before its action has run (the first ban also creates its nftables
+        # table): wait, bounded, for the address to reach the ruleset, then probe (seen in CI).
+        for _ in range(30):
+            if OUTSIDE_ADDRESS in bastion.check_output("nft list ruleset"):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"{OUTSIDE_ADDRESS} banned but in no nftables rule: {bastion.check_output('nft list ruleset')}")
         banned = run_probes(testlab, "outside", [P("outside", "bastion", 22, DROPPED, public=True)])
         assert list(banned.values()) != [OPEN]
         assert run_probes(testlab, "controller", [P("controller", "bastion", 22, OPEN)]) == {
