@@ -11,9 +11,13 @@ from __future__ import annotations
 
 from io import StringIO
 
-from pyinfra import host, logger
-from pyinfra.api import DeployError, deploy
+import click
+from pyinfra import host, logger, state
+from pyinfra.api import DeployError, State, deploy
 from pyinfra.api.exceptions import NoHostError
+from pyinfra.api.host import Host
+from pyinfra.api.operation import OperationMeta
+from pyinfra.api.state import BaseStateCallback
 from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, files, systemd
 
@@ -85,14 +89,51 @@ def confirm_paths(rm: RoleMap, fw: HostFirewall, environment: str) -> tuple[SshP
     return tuple(paths)
 
 
+class UnfilteredHostReport(BaseStateCallback):
+    """At the end of a run, one plain line for each host the policy covers whose ruleset was not
+    confirmed because the run failed on it: an error early in a long output is easy to miss, and
+    such a host keeps whatever filtering it had before (none, on a new host)."""
+
+    def __init__(self) -> None:
+        self.rulesets: dict[str, OperationMeta | None] = {}  # host -> its ruleset operation
+
+    def expect(self, name: str, meta: OperationMeta | None) -> None:
+        self.rulesets[name] = meta
+
+    def host_disconnect(self, state: State, host: Host) -> None:  # type: ignore[override]
+        if host.name not in self.rulesets or host not in state.failed_hosts:
+            return
+        meta = self.rulesets[host.name]
+        if meta is not None and meta.is_complete() and meta.did_succeed():
+            return  # filtered as the policy says; something after the ruleset failed
+        click.echo(
+            f"firewall: {host.name}: the policy was NOT applied: the run failed on this host before its "
+            "ruleset was confirmed (its error is above); it keeps the ruleset it had, and a host that had "
+            "none is UNFILTERED. Fix the error and run the firewall deploy again.",
+            err=True,
+        )
+
+
+def _unfiltered_report() -> UnfilteredHostReport:
+    """One report per pyinfra run (state), registered the first time any host declares the deploy."""
+    for handler in state.callback_handlers:
+        if isinstance(handler, UnfilteredHostReport):
+            return handler
+    report = UnfilteredHostReport()
+    state.add_callback_handler(report)
+    return report
+
+
 @deploy("BrainAll firewall")
 def firewall() -> None:
+    report = _unfiltered_report()
     try:
         rm = rolemap_for(host.data)
         environment = environment_for(host.data)
         name = host.data.brainall_name
         if rm.firewall is None or name not in members(rm):
             return  # no policy, or the Storage Box (its provider runs its firewall)
+        report.expect(host.name, None)  # covered by the policy: reported unless its ruleset is confirmed
         fw = compile_host(rm, name, environment)
         text = render_ruleset(fw)
         paths = confirm_paths(rm, fw, environment)
@@ -131,13 +172,16 @@ def firewall() -> None:
     systemd.daemon_reload(name="systemd sees the boot unit", _if=unit.did_change)
     systemd.service(name="Boot unit enabled", service=UNIT, running=None, enabled=True)
 
-    ruleset(
-        name=f"nftables table inet brainall ({len(fw.allows)} allow rules), commit confirmed",
-        text=text,
-        environment=environment,
-        member=name,
-        rollback_after_s=fw.rollback_after_s,
-        confirm_paths=paths,
+    report.expect(
+        host.name,
+        ruleset(
+            name=f"nftables table inet brainall ({len(fw.allows)} allow rules), commit confirmed",
+            text=text,
+            environment=environment,
+            member=name,
+            rollback_after_s=fw.rollback_after_s,
+            confirm_paths=paths,
+        ),
     )
 
     proxmox_host = next((h for h in rm.hosts if h.name == name and h.proxmox is not None), None)
@@ -151,5 +195,6 @@ def firewall() -> None:
         systemd.service(name="fail2ban running", service="fail2ban.service", running=True, enabled=True)
         # Restarted, not reloaded: a reload goes through fail2ban-client, which fails while a server
         # just started (by apt, or by the operation above) has not opened its socket yet (seen in CI).
-        systemd.service(name="fail2ban restarted for its jail", service="fail2ban.service", restarted=True,
-                        _if=jail.did_change)
+        systemd.service(
+            name="fail2ban restarted for its jail", service="fail2ban.service", restarted=True, _if=jail.did_change
+        )

@@ -22,7 +22,8 @@ class LiveTable:
     error: str | None = None  # could not be read: why
 
 
-def _targets(rm: RoleMap, environment: str, names: list[str]) -> dict[str, SshTarget]:
+def ssh_targets(rm: RoleMap, environment: str, names: list[str]) -> dict[str, SshTarget]:
+    """How the controller reaches each of `names` over SSH in `environment` (the lab's own key)."""
     eps = endpoints(rm, environment)
     if environment == LAB:
         from brainall_ops.deploy_context import lab_dir
@@ -53,7 +54,7 @@ def parse_live(output: str) -> LiveTable:
 
 def read_live(rm: RoleMap, environment: str, names: list[str]) -> dict[str, LiveTable]:
     """Every host at once; a host that cannot be read says why instead of failing the plan."""
-    targets = _targets(rm, environment, names)
+    targets = ssh_targets(rm, environment, names)
 
     def read(name: str) -> LiveTable:
         result = run_ssh(SshPath(targets[name]), LIVE_SCRIPT, CONNECT_TIMEOUT_S, READ_TIMEOUT_S)

@@ -24,7 +24,7 @@ from pyinfra.operations.util import any_changed
 from brainall_ops.deploy_context import rolemap_for
 from brainall_ops.errors import BrainallError
 from brainall_ops.inference import operations as ops
-from brainall_ops.inference.facts import NvidiaGpus
+from brainall_ops.inference.facts import MountContaining, NvidiaGpus
 from brainall_ops.inference.logic import (
     APT_PACKAGES,
     ENV_DIR,
@@ -61,9 +61,15 @@ def serves_inference(host_data: Any) -> bool:
     return rm.inference is not None and getattr(host_data, "brainall_name", None) == rm.inference.host
 
 
-def _weights_on_storage_box(inf: Inference) -> tuple[bool, list[str]]:
-    """(the mount is there, names whose weights directory is missing in it)."""
+def _weights_on_storage_box(inf: Inference, mount_points: list[str]) -> tuple[bool, list[str]]:
+    """(the mount is there, names whose weights directory is missing in it). `mount_points`: the
+    role map's Storage Box mounts on this host; a source under one of them counts only while that
+    mount is up (without autofs an unmounted box leaves an empty local directory there)."""
     if inf.models_source is None or not host.get_fact(Directory, path=inf.models_source):
+        return False, []
+    source = inf.models_source.rstrip("/")
+    under = [m for m in mount_points if source == m.rstrip("/") or source.startswith(m.rstrip("/") + "/")]
+    if under and host.get_fact(MountContaining, path=source) in ("", "/"):
         return False, []
     entries = [(m.name, m.storage_path) for m in inf.models]
     entries += [(a.name, a.storage_path) for a in (inf.whisper, inf.embeddings) if a is not None]
@@ -94,7 +100,8 @@ def inference_services() -> None:
         raise InferenceRefused(refusal)
     if refusal := gpu_refusal(host.get_fact(NvidiaGpus), inf, budget):
         raise InferenceRefused(refusal)
-    source_present, missing = _weights_on_storage_box(inf)
+    box_mounts = [m.mount_point for m in rm.storage.sshfs if m.host == inf.host] if rm.storage else []
+    source_present, missing = _weights_on_storage_box(inf, box_mounts)
     if refusal := source_refusal(inf, source_present, missing):
         raise InferenceRefused(refusal)
 

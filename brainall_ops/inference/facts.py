@@ -101,3 +101,14 @@ class ServicesReady(FactBase[list[dict[str, Any]]]):
     @staticmethod
     def default() -> list[dict[str, Any]]:
         return []
+
+
+class MountContaining(FactBase[str]):
+    """The mount point of the filesystem `path` lies on (`findmnt -T`): "/" for a plain directory
+    of the root filesystem, "" when the path cannot be looked up."""
+
+    def command(self, path: str) -> str:
+        return f"findmnt -n -o TARGET -T {shlex.quote(path)} 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> str:
+        return output[0].strip() if output else ""

@@ -433,9 +433,10 @@ def source_refusal(inf: Inference, source_present: bool, missing_dirs: list[str]
         if not inf.models_source_required:
             return None
         return (
-            f"inference on {inf.host}: refused: the Storage Box mount {inf.models_source} is not there "
-            f"(phase 1 mounts it over SSHFS); set inference.models_source_required: false to load the "
-            f"models from the Hub instead"
+            f"inference on {inf.host}: refused: the Storage Box mount {inf.models_source} is not there or "
+            f"not mounted (phase 1 mounts it over SSHFS; without autofs its retry timer mounts it again "
+            f"once the box answers); set inference.models_source_required: false to load the models "
+            f"from the Hub instead"
         )
     if missing_dirs:
         return (

@@ -29,6 +29,20 @@ def _state_dir_option(command: F) -> F:
     )(command)
 
 
+def _print_features(console: Any, features: Any) -> None:
+    """The kernel features table: what this machine offers the lab, and what a missing one changes."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title="kernel features the lab relies on")
+    for column in ("feature", "here", "seen", "without it"):
+        table.add_column(column)
+    for f in features:
+        here = "[green]yes[/green]" if f.present else ("[red]MISSING[/red]" if f.required else "[yellow]no[/yellow]")
+        table.add_row(f.name, here, Text(f.seen), Text("" if f.present else f.without))
+    console.print(table)
+
+
 def _log_progress() -> None:
     import logging
 
@@ -54,7 +68,15 @@ def lab() -> None:
     is_flag=True,
     help="Also boot the phase-2 VMs at their lab addresses (rehearse later phases without phase 2).",
 )
-def up(state_dir: Path, rolemap: Path | None, boot_timeout: float, with_vms: bool) -> None:
+@click.option(
+    "--withhold",
+    multiple=True,
+    metavar="HOST=FEATURE",
+    envvar="BRAINALL_LAB_WITHHOLD",
+    show_envvar=True,
+    help="Deny HOST a device this machine has (autofs, fuse), to rehearse a kernel without it.",
+)
+def up(state_dir: Path, rolemap: Path | None, boot_timeout: float, with_vms: bool, withhold: tuple[str, ...]) -> None:
     """Boot the lab hosts and wait until each answers SSH.
 
     Whatever an earlier lab left on this machine is cleared first; hosts start pristine.
@@ -63,17 +85,21 @@ def up(state_dir: Path, rolemap: Path | None, boot_timeout: float, with_vms: boo
     from rich.table import Table
 
     from brainall_ops.lab import runtime
-    from brainall_ops.lab.spec import lab_hosts
+    from brainall_ops.lab.spec import lab_hosts, parse_withhold
 
     _log_progress()
-    result = runtime.up(lab_hosts(rolemap, with_vms=with_vms), state_dir, boot_timeout=boot_timeout)
+    denied = parse_withhold(withhold)
+    result = runtime.up(lab_hosts(rolemap, with_vms=with_vms, withhold=denied), state_dir, boot_timeout=boot_timeout)
     table = Table(title=f"lab up in {result.seconds:.1f}s")
-    for column in ("host", "address", "systemd", "ready after"):
+    for column in ("host", "address", "systemd", "ready after", "withheld"):
         table.add_column(column)
     for boot in result.hosts:
         state = boot.system_state + (f" ({', '.join(boot.failed_units)})" if boot.failed_units else "")
-        table.add_row(boot.name, boot.address, state, f"{boot.seconds:.1f}s")
+        table.add_row(
+            boot.name, boot.address, state, f"{boot.seconds:.1f}s", ", ".join(sorted(denied.get(boot.name, ())))
+        )
     console = Console()
+    _print_features(console, result.features)
     console.print(table)
     console.print(f"ssh -F {result.ssh_config} HOST   (or: brainall-ops lab ssh HOST)")
 
@@ -107,6 +133,7 @@ def status(state_dir: Path) -> None:
 
     current = runtime.status(state_dir)
     console = Console()
+    _print_features(console, current.features)
     if not current.recorded:
         console.print(f"no lab recorded in {state_dir}")
         return
@@ -115,10 +142,17 @@ def status(state_dir: Path) -> None:
         return "[green]up[/green]" if ok else "[red]down[/red]"
 
     table = Table(title=f"lab in {current.state_dir}")
-    for column in ("host", "hostname", "address", "container", "ssh"):
+    for column in ("host", "hostname", "address", "container", "ssh", "withheld"):
         table.add_column(column)
     for host in current.hosts:
-        table.add_row(host.name, host.hostname, host.address, mark(host.running), mark(host.ssh_port_open))
+        table.add_row(
+            host.name,
+            host.hostname,
+            host.address,
+            mark(host.running),
+            mark(host.ssh_port_open),
+            ", ".join(host.withheld),
+        )
     console.print(table)
     console.print(
         f"bridge {mark(current.bridge)}  nft guard {mark(current.nft_table)}  "

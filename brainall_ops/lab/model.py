@@ -46,6 +46,10 @@ class LabHost:
     address: str
     ssh_port: int = 22
     extra_addresses: tuple[str, ...] = ()
+    # Devices this host is denied even where the machine has them (features.WITHHOLDABLE): the
+    # path a kernel without them takes (e.g. no autofs: mount units instead of automounts) then
+    # runs on any kernel.
+    withhold: frozenset[str] = frozenset()
 
     @property
     def addresses(self) -> tuple[str, ...]:
@@ -56,6 +60,12 @@ class LabHost:
             raise LabSpecError(f"lab host name {self.name!r}: use 1-31 of [a-z0-9-], starting alphanumeric")
         if not _HOSTNAME.match(self.hostname):
             raise LabSpecError(f"lab host {self.name}: hostname {self.hostname!r} is not a valid host name")
+        from brainall_ops.lab.features import WITHHOLDABLE
+
+        if unknown := sorted(self.withhold - WITHHOLDABLE):
+            raise LabSpecError(
+                f"lab host {self.name}: cannot withhold {', '.join(unknown)} (only {', '.join(sorted(WITHHOLDABLE))})"
+            )
         if not 1 <= self.ssh_port <= 65535:
             raise LabSpecError(f"lab host {self.name}: ssh_port {self.ssh_port} is not a TCP port")
         for text in self.addresses:

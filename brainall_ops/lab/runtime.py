@@ -34,11 +34,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from brainall_ops.errors import BrainallError
 from brainall_ops.lab import rootfs
+from brainall_ops.lab.features import Feature, kernel_features, missing_required
 from brainall_ops.lab.model import (
     APT_PROXY_PORT,
     BRIDGE_ADDRESS,
@@ -112,6 +113,7 @@ class LabUp:
     ssh_config: Path
     hosts: tuple[HostBoot, ...]
     seconds: float
+    features: tuple[Feature, ...] = ()  # what this machine's kernel offers the lab
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,7 @@ class HostStatus:
     address: str
     running: bool  # its supervisor is alive
     ssh_port_open: bool
+    withheld: tuple[str, ...] = ()  # devices it was denied on purpose (LabHost.withhold)
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,7 @@ class LabStatus:
     lxcfs: bool
     hosts: tuple[HostStatus, ...]
     guard_drops: dict[str, int]
+    features: tuple[Feature, ...] = ()
 
 
 # --- paths and the state record ----------------------------------------------------------------
@@ -292,7 +296,7 @@ def up(hosts: Sequence[LabHost], state_dir: Path | None = None, *, boot_timeout:
     validate_hosts(hosts)
     if not hosts:
         raise LabSpecError("a lab needs at least one host")
-    _check_prerequisites()
+    features = _check_prerequisites()
     layout = _layout(state_dir)
     if any(c in str(layout.state_dir) for c in ",: \t\n"):
         # overlayfs options are split on ',' and lowerdirs on ':'
@@ -324,7 +328,13 @@ def up(hosts: Sequence[LabHost], state_dir: Path | None = None, *, boot_timeout:
         boots = _wait_hosts_ready(state, launched, boot_timeout)
     elapsed = time.monotonic() - started
     log.info("lab up: %d hosts in %.1fs", len(boots), elapsed)
-    return LabUp(state_dir=layout.state_dir, ssh_config=layout.ssh_config, hosts=tuple(boots), seconds=elapsed)
+    return LabUp(
+        state_dir=layout.state_dir,
+        ssh_config=layout.ssh_config,
+        hosts=tuple(boots),
+        seconds=elapsed,
+        features=tuple(features),
+    )
 
 
 def down(state_dir: Path | None = None) -> LabDown:
@@ -350,6 +360,7 @@ def status(state_dir: Path | None = None) -> LabStatus:
             lxcfs=False,
             hosts=(),
             guard_drops={},
+            features=tuple(kernel_features()),
         )
     host_states = []
     for name, record in state.hosts.items():
@@ -362,6 +373,7 @@ def status(state_dir: Path | None = None) -> LabStatus:
                 address=str(record["address"]),
                 running=running,
                 ssh_port_open=running and _port_open(str(record["address"]), 22, timeout=0.5),
+                withheld=tuple(str(w) for w in record.get("withhold", ())),  # type: ignore[attr-defined]
             )
         )
     return LabStatus(
@@ -373,6 +385,7 @@ def status(state_dir: Path | None = None) -> LabStatus:
         lxcfs=_recorded_process_alive(state.data.get("lxcfs")),
         hosts=tuple(host_states),
         guard_drops=_guard_drops(),
+        features=tuple(kernel_features()),
     )
 
 
@@ -389,13 +402,24 @@ def stop_host(state_dir: Path | None, name: str) -> None:
         state.save()
 
 
-def start_host(state_dir: Path | None, name: str, *, boot_timeout: float = BOOT_TIMEOUT_S) -> HostBoot:
-    """Boot a stopped host again with its disk as it was; a no-op wait when it already runs."""
+def start_host(
+    state_dir: Path | None,
+    name: str,
+    *,
+    boot_timeout: float = BOOT_TIMEOUT_S,
+    withhold: frozenset[str] | None = None,
+) -> HostBoot:
+    """Boot a stopped host again with its disk as it was; a no-op wait when it already runs.
+    `withhold`: the devices it is denied from now on (None: as before); takes effect at this boot."""
     layout = _layout(state_dir)
     with _exclusive():
         state = _State.load(layout)
         state.require_running()
         record = state.host(name)
+        if withhold is not None:
+            replace(_host_from_record(name, record), withhold=frozenset(withhold)).validate()
+            record["withhold"] = sorted(withhold)
+            state.save()
         supervisor = record.get("supervisor")
         if supervisor and ProcessRef.from_record(supervisor).alive():  # type: ignore[arg-type]
             launched_at = time.monotonic()
@@ -428,14 +452,23 @@ def add_host(state_dir: Path | None, host: LabHost, *, boot_timeout: float = BOO
 # --- bring-up steps ---------------------------------------------------------------------------
 
 
-def _check_prerequisites() -> None:
+def _check_prerequisites() -> list[Feature]:
+    """Root, the host packages, and the kernel features the lab cannot do without: refused before
+    anything starts. Returns every feature as found, for `up` to print."""
     if os.geteuid() != 0:
         raise LabError("the lab needs root (mounts, cgroups, bridge, nftables)")
     missing = sorted({pkg for tool, pkg in REQUIRED_TOOLS.items() if shutil.which(tool) is None})
     if missing:
         raise LabError(f"missing host packages: apt-get install -y {' '.join(missing)}")
-    if not Path("/dev/fuse").exists():
-        raise LabError("/dev/fuse is missing: lxcfs (per-host /proc/uptime for reboots) cannot run")
+    features = kernel_features()
+    if lacking := missing_required(features):
+        raise LabError(
+            "this machine's kernel lacks what the lab cannot run without: "
+            + "; ".join(f"{f.name} ({f.seen}: {f.without})" for f in lacking)
+        )
+    for feature in features:
+        log.info("kernel: %s", feature.line())
+    return features
 
 
 def _create_bridge(state: _State) -> None:
@@ -606,6 +639,7 @@ IPv6AcceptRA=no
         "address": host.address,
         "ssh_port": host.ssh_port,
         "extra_addresses": list(host.extra_addresses),
+        "withhold": sorted(host.withhold),
         "dir": str(host_dir),
         "mount": str(host_dir / "merged"),
         "cgroups": [str(h / CGROUP_NAME / host.name) for h in cgroup_hierarchies()],
@@ -664,9 +698,12 @@ def _launch_host(state: _State, name: str) -> float:
         f"--bind-ro={state.layout.lxcfs_dir}:/var/lib/lxcfs",
     ]
     # SSHFS mounts (the Storage Box on the gpu host) need the FUSE device inside the host, and
-    # systemd refuses automount units ("not supported on this system") without /dev/autofs.
-    for device in ("/dev/fuse", "/dev/autofs"):
-        if Path(device).exists():
+    # systemd refuses automount units ("not supported on this system") without /dev/autofs. A
+    # device this machine lacks, or that the host is denied on purpose, is left out: the deploys
+    # read what the host has and adapt (features.py).
+    withheld = {str(w) for w in record.get("withhold", ())}  # type: ignore[attr-defined]
+    for feature, device in (("fuse", "/dev/fuse"), ("autofs", "/dev/autofs")):
+        if Path(device).exists() and feature not in withheld:
             nspawn.append(f"--bind={device}")
     argv: list[str | os.PathLike[str]] = [sys.executable, "-I", SUPERVISOR_SCRIPT]
     for cgroup in cgroups:
@@ -1022,6 +1059,7 @@ def _host_from_record(name: str, record: dict[str, object]) -> LabHost:
         address=str(record["address"]),
         ssh_port=int(record.get("ssh_port", 22)),  # type: ignore[call-overload]
         extra_addresses=tuple(str(a) for a in record.get("extra_addresses", ())),  # type: ignore[attr-defined]
+        withhold=frozenset(str(w) for w in record.get("withhold", ())),  # type: ignore[attr-defined]
     )
 
 

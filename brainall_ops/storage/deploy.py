@@ -30,23 +30,29 @@ from brainall_ops.storage.config_git import GITIGNORE, ConfigGitJob, config_git_
 from brainall_ops.storage.config_git import LOG as CONFIG_GIT_LOG
 from brainall_ops.storage.config_git import PACKAGES as CONFIG_GIT_PACKAGES
 from brainall_ops.storage.config_git import remote_dirs as config_git_remote_dirs
-from brainall_ops.storage.facts import BoxHostKeyPinned, LocalModelsState, box_listing_command
+from brainall_ops.storage.facts import BoxHostKeyPinned, HostMountSupport, LocalModelsState, box_listing_command
 from brainall_ops.storage.logic import (
     BACKUP_LOG,
     CIFS_CREDENTIALS,
     CLIENT_DIR,
     KEY_PATH,
     KNOWN_HOSTS,
+    MOUNT_SUPPORT_COMMAND,
+    REMOUNT_LOG,
+    REMOUNT_STATE_DIR,
     UNIT_DIR,
     BoxEndpoint,
     ClientPlan,
+    MountSupport,
     MountUnits,
+    RemountJob,
     TimerJob,
     backup_job,
     box_endpoint,
     cifs_credentials,
     cifs_units,
     client_plan,
+    remount_job,
     sshfs_units,
 )
 from brainall_ops.storage.operations import (
@@ -85,8 +91,28 @@ def _job_files(job: TimerJob) -> tuple[str, ...]:
     return (job.script, f"{UNIT_DIR}/{job.unit}.service", f"{UNIT_DIR}/{job.unit}.timer")
 
 
-def _mount_units(plan: ClientPlan) -> list[MountUnits]:
-    return [sshfs_units(m, plan.box) for m in plan.sshfs] + [cifs_units(m, plan.box) for m in plan.cifs]
+def _mount_units(plan: ClientPlan, support: MountSupport | None = None) -> list[MountUnits]:
+    """The host's mount units, in the mode its `support` allows (automount when not known)."""
+    units = [sshfs_units(m, plan.box) for m in plan.sshfs] + [cifs_units(m, plan.box) for m in plan.cifs]
+    return units if support is None else [u.in_mode(support.mode) for u in units]
+
+
+def _remount_job_for_every_mode(plan: ClientPlan) -> RemountJob | None:
+    """The remount job as it is in mount mode: its files are probed whatever the mode (absent
+    under automount), so that a switch of mode opens the gate."""
+    return remount_job([u.in_mode("mount") for u in _mount_units(plan)], plan.box)
+
+
+def _mount_state_command(units: list[MountUnits], remount: RemountJob | None) -> str:
+    """The units' state as the host's mode defines it: with /dev/autofs the automounts (their
+    mounts come and go on their own); without, the mounts themselves and the remount timer."""
+
+    def states(names: list[str]) -> str:
+        return "; ".join(f"echo {n} $(systemctl is-enabled {n}) $(systemctl is-active {n})" for n in names)
+
+    automounts = [u.automount_unit for u in units]
+    mounts = [u.mount_unit for u in units] + ([f"{remount.unit}.timer"] if remount else [])
+    return f"if [ -e /dev/autofs ]; then {states(automounts)}; else {states(mounts)}; fi"
 
 
 def _backup_jobs(plan: ClientPlan) -> list[TimerJob]:
@@ -101,16 +127,20 @@ def clients_probe(plan: ClientPlan) -> StateProbe:
     files_ = [CLIENT_DIR, KEY_PATH, f"{KEY_PATH}.pub", KNOWN_HOSTS]
     files_ += [CIFS_CREDENTIALS] if plan.cifs else []
     files_ += [f"{UNIT_DIR}/{name}" for u in units for name in (u.mount_unit, u.automount_unit)]
-    files_ += [path for job in jobs for path in _job_files(job)]
+    remount = _remount_job_for_every_mode(plan)
+    files_ += [path for job in [*jobs, *([remount] if remount else [])] for path in _job_files(job)]
     commands = [BoxHostKeyPinned().command(box.known_hosts_name), box_listing_command(box, tuple(plan.remote_dirs))]
+    if units:
+        # what the host offers decides the mounts' mode: a change there opens the gate too
+        commands += [MOUNT_SUPPORT_COMMAND, _mount_state_command(units, remount)]
     if plan.ollama is not None:
         files_.append(plan.ollama.script)
         commands.append(LocalModelsState().command(plan.ollama.source))
     return StateProbe(
         files=tuple(files_),
         packages=tuple(plan.packages),
-        # automounts and timers: their mounts and services come and go on their own
-        units=tuple([u.automount_unit for u in units] + [f"{job.unit}.timer" for job in jobs]),
+        # timers (their services come and go on their own); the mounts by mode, in `commands`
+        units=tuple(f"{job.unit}.timer" for job in jobs),
         commands=tuple(commands),
     )
 
@@ -159,7 +189,8 @@ def _client_operations(plan: ClientPlan, password: Secret | None) -> None:
     )
     box_access(box, name, password, plan.remote_dirs, "Directories on the Storage Box")
 
-    _mounts(plan, password)
+    support = host.get_fact(HostMountSupport) if (plan.sshfs or plan.cifs) else None
+    _mounts(plan, password, support)
     _backups(plan)
     if plan.ollama is not None:
         move = plan.ollama
@@ -191,6 +222,8 @@ def box_access(box: BoxEndpoint, name: str, password: Secret | None, remote_dirs
 
 
 def _mount_unit_files(units: MountUnits) -> list:
+    """The mount unit and, in automount mode, its automount; in mount mode an automount left by an
+    earlier run (the host had autofs then) is stopped, disabled and removed first."""
     mount = files.template(
         name=f"{units.mount_unit}",
         src=template_path("mount.j2"),
@@ -198,20 +231,32 @@ def _mount_unit_files(units: MountUnits) -> list:
         mode="0644",
         units=units,
     )
-    automount = files.template(
-        name=f"{units.automount_unit}",
-        src=template_path("automount.j2"),
-        dest=f"{UNIT_DIR}/{units.automount_unit}",
-        mode="0644",
-        units=units,
-    )
+    automount_path = f"{UNIT_DIR}/{units.automount_unit}"
+    if units.mode == "automount":
+        automount = files.template(
+            name=f"{units.automount_unit}",
+            src=template_path("automount.j2"),
+            dest=automount_path,
+            mode="0644",
+            units=units,
+        )
+    else:
+        systemd.service(
+            name=f"{units.automount_unit} stopped and disabled (no autofs here)",
+            service=units.automount_unit,
+            running=False,
+            enabled=False,
+        )
+        automount = files.file(name=f"{units.automount_unit} removed", path=automount_path, present=False)
     return [mount, automount]
 
 
-def _mounts(plan: ClientPlan, password: Secret | None) -> None:
-    all_units = _mount_units(plan)
+def _mounts(plan: ClientPlan, password: Secret | None, support: MountSupport | None) -> None:
+    all_units = _mount_units(plan, support)
+    remount = remount_job(all_units, plan.box)
     if not all_units:
         return
+    assert support is not None  # read whenever the plan has mounts
     credentials = None
     if plan.cifs:
         assert password is not None  # required above
@@ -225,22 +270,39 @@ def _mounts(plan: ClientPlan, password: Secret | None) -> None:
     systemd.daemon_reload(name="systemd reads the mount units", _if=any_changed(*changed))
     for units in all_units:
         mount_op = written[units.where][0]
-        systemd.service(
-            name=f"{units.automount_unit} enabled and started",
-            service=units.automount_unit,
-            running=True,
-            enabled=True,
-        )
-        # A mount already up keeps its old options until remounted; `restarted` does nothing when it
-        # is not mounted (the automount mounts it with the new unit on next access).
         refresh = [mount_op] if units.kind == "sshfs" or credentials is None else [mount_op, credentials]
-        systemd.service(
-            name=f"{units.mount_unit} remounted with its new settings if mounted",
-            service=units.mount_unit,
-            running=None,
-            restarted=True,
-            _if=any_changed(*refresh),
-        )
+        mountable = units.mode == "automount" or units.filesystem in support.filesystems
+        if units.mode == "automount":
+            systemd.service(
+                name=f"{units.automount_unit} enabled and started",
+                service=units.automount_unit,
+                running=True,
+                enabled=True,
+            )
+        else:
+            systemd.service(
+                name=f"{units.mount_unit} enabled"
+                + (" and mounted" if mountable else f" (not mounted: this kernel cannot mount {units.filesystem})"),
+                service=units.mount_unit,
+                # Without the filesystem a start can only fail: the unit waits, enabled, and the
+                # remount timer mounts it once the kernel can (the module loaded, a new kernel).
+                running=True if mountable else None,
+                enabled=True,
+            )
+        if mountable:
+            # A mount already up keeps its old options until remounted; `restarted` does nothing
+            # when it was not mounted (automount: it mounts with the new unit on next access).
+            systemd.service(
+                name=f"{units.mount_unit} remounted with its new settings if mounted",
+                service=units.mount_unit,
+                running=None,
+                restarted=True,
+                _if=any_changed(*refresh),
+            )
+    if remount is not None:
+        timer_job(remount, TEMPLATES / "remount.sh.j2", log=REMOUNT_LOG, state_dir=REMOUNT_STATE_DIR)
+    else:
+        _remount_job_removed(_remount_job_for_every_mode(plan))
 
 
 def timer_job(job: TimerJob, script_src: Path, **context: object) -> None:
@@ -278,6 +340,20 @@ def timer_job(job: TimerJob, script_src: Path, **context: object) -> None:
         running=True,
         enabled=True,
     )
+
+
+def _remount_job_removed(job: RemountJob | None) -> None:
+    """The remount timer of an earlier run in mount mode, gone now that the host has autofs."""
+    if job is None:
+        return
+    systemd.service(
+        name=f"{job.unit}.timer stopped and disabled (autofs here)",
+        service=f"{job.unit}.timer",
+        running=False,
+        enabled=False,
+    )
+    removed = [files.file(name=f"{path} removed", path=path, present=False) for path in _job_files(job)]
+    systemd.daemon_reload(name=f"systemd forgets {job.unit}", _if=any_changed(*removed))
 
 
 def _backups(plan: ClientPlan) -> None:

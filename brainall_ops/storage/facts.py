@@ -14,8 +14,11 @@ from brainall_ops.storage.logic import (
     CONNECT_TIMEOUT_S,
     KEY_PATH,
     KNOWN_HOSTS,
+    MOUNT_SUPPORT_COMMAND,
     BoxEndpoint,
+    MountSupport,
     Probe,
+    parse_mount_support,
     parse_port_check,
     parse_probe,
     ssh_options,
@@ -163,3 +166,14 @@ class ChrootMissing(FactBase[list[str] | None]):
         if output[:1] != ["checked"]:
             return None
         return output[1:]
+
+
+class HostMountSupport(FactBase[MountSupport]):
+    """Whether systemd here can automount (/dev/autofs), and which of fuse and cifs the kernel
+    can mount: decides the Storage Box mounts' mode (logic.MountSupport)."""
+
+    def command(self) -> str:
+        return MOUNT_SUPPORT_COMMAND
+
+    def process(self, output: list[str]) -> MountSupport:
+        return parse_mount_support(output)

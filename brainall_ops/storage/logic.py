@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from brainall_ops.errors import BrainallError
@@ -185,9 +185,72 @@ def unit_name_for_path(path: str, suffix: str) -> str:
     return "".join(out) + f".{suffix}"
 
 
+MountMode = Literal["automount", "mount"]
+
+
+@dataclass(frozen=True)
+class MountSupport:
+    """What a host's kernel and systemd offer the Storage Box mounts (the `MountSupport` fact).
+
+    systemd runs automount units only where `/dev/autofs` exists (its own check): a kernel built
+    without autofs has none, and a container may not be given the device. Such a host gets plain
+    mount units instead (`mode == "mount"`). `filesystems`: which of fuse and cifs the kernel can
+    mount now or load as a module.
+    """
+
+    autofs: bool
+    why_not_autofs: str = ""  # why there is no automount, in words ("" when there is)
+    filesystems: frozenset[str] = frozenset()
+
+    @property
+    def mode(self) -> MountMode:
+        return "automount" if self.autofs else "mount"
+
+    def describe(self) -> str:
+        """One line: the mode this host gets, and why."""
+        if self.autofs:
+            return "automount (/dev/autofs present): mounted on first access"
+        return (
+            f"mount units pulled in by remote-fs.target (nofail, mount timeout) and a retry timer: "
+            f"{self.why_not_autofs}"
+        )
+
+
+# What the MountSupport fact's command prints, one word per line.
+_AUTOFS_REASONS = {
+    "no-autofs-device": "no /dev/autofs: the kernel has autofs but this host was not given the device (a container?)",
+    "no-autofs-kernel": "no /dev/autofs: the kernel is built without autofs (not in /proc/filesystems)",
+}
+
+MOUNT_SUPPORT_COMMAND = (
+    "if [ -e /dev/autofs ]; then echo autofs; "
+    "elif grep -qw autofs /proc/filesystems 2>/dev/null; then echo no-autofs-device; "
+    "else echo no-autofs-kernel; fi; "
+    "[ -e /dev/fuse ] && echo fs:fuse; "
+    # cifs: loaded, or a module the kernel can load when mount.cifs asks for it
+    "{ grep -qw cifs /proc/filesystems 2>/dev/null || "
+    "find /lib/modules/$(uname -r) -name 'cifs.ko*' 2>/dev/null | grep -q .; } && echo fs:cifs; true"
+)
+
+
+def parse_mount_support(lines: list[str]) -> MountSupport:
+    words = [line.strip() for line in lines if line.strip()]
+    filesystems = frozenset(w.removeprefix("fs:") for w in words if w.startswith("fs:"))
+    autofs = "autofs" in words
+    reason = next((_AUTOFS_REASONS[w] for w in words if w in _AUTOFS_REASONS), "")
+    if not autofs and not reason:
+        reason = "the host did not say whether it has /dev/autofs"
+    return MountSupport(autofs=autofs, why_not_autofs=reason, filesystems=filesystems)
+
+
 @dataclass(frozen=True)
 class MountUnits:
-    """A mount unit and its automount, with what the templates need to write them."""
+    """A mount unit and its automount, with what the templates need to write them.
+
+    `mode`: "automount" (the automount is enabled and mounts on first access; the mount unit is
+    static) or "mount" (no autofs on the host: the mount unit itself is enabled, `nofail`, and the
+    remount timer brings it back when the box returns).
+    """
 
     kind: Literal["sshfs", "cifs"]
     what: str
@@ -196,6 +259,7 @@ class MountUnits:
     options: str
     timeout_s: int
     description: str
+    mode: MountMode = "automount"
 
     @property
     def mount_unit(self) -> str:
@@ -204,6 +268,24 @@ class MountUnits:
     @property
     def automount_unit(self) -> str:
         return unit_name_for_path(self.where, "automount")
+
+    @property
+    def enabled_unit(self) -> str:
+        """The unit remote-fs.target pulls in: the automount, or (without autofs) the mount itself."""
+        return self.automount_unit if self.mode == "automount" else self.mount_unit
+
+    @property
+    def filesystem(self) -> str:
+        """The kernel filesystem the mount needs (MountSupport.filesystems)."""
+        return "fuse" if self.kind == "sshfs" else "cifs"
+
+    @property
+    def unit_options(self) -> str:
+        # nofail: a mount that fails never fails remote-fs.target (mount.fuse and mount.cifs skip it)
+        return self.options if self.mode == "automount" else f"{self.options},nofail"
+
+    def in_mode(self, mode: MountMode) -> MountUnits:
+        return replace(self, mode=mode)
 
 
 def sshfs_units(mount: SSHFSMount, box: BoxEndpoint) -> MountUnits:
@@ -309,6 +391,51 @@ class TimerJob:
         raise NotImplementedError
 
 
+# --------------------------------------------------------------------------- remount
+REMOUNT_LOG = "/var/log/brainall-storage-remount.log"
+REMOUNT_STATE_DIR = "/run/brainall-storage-remount"  # each mount's last state: log only what changed
+
+
+@dataclass(frozen=True)
+class RemountJob(TimerJob):
+    """Without autofs nothing mounts a Storage Box share again once it has dropped (the box was
+    down at boot, restarted, or the SSHFS process died): this timer checks every mount-mode unit
+    and starts it again, logging one line only when a mount's state changes."""
+
+    mounts: tuple[MountUnits, ...] = ()
+
+    @property
+    def description(self) -> str:
+        return "Storage Box mounts brought back when the box answers again"
+
+    @property
+    def tag(self) -> str:
+        return "brainall-storage-remount"
+
+    @property
+    def unit(self) -> str:
+        return "brainall-storage-remount"
+
+    @property
+    def script(self) -> str:
+        return f"{SCRIPT_DIR}/remount"
+
+    @property
+    def lock(self) -> str:
+        return f"{LOCK_DIR}/brainall-storage-remount.lock"
+
+
+REMOUNT_EVERY = "*:*:0/30"  # every 30 s: the bound on how long a mount stays down once the box is back
+
+
+def remount_job(units: list[MountUnits], box: BoxEndpoint) -> RemountJob | None:
+    """The retry timer for the units in mount mode, or None when every unit has autofs."""
+    mounts = tuple(u for u in units if u.mode == "mount")
+    if not mounts:
+        return None
+    return RemountJob(name="remount", where=box.where, on_calendar=REMOUNT_EVERY, randomized_delay_s=0, mounts=mounts)
+
+
 # --------------------------------------------------------------------------- backups
 @dataclass(frozen=True)
 class BackupJob(TimerJob):
@@ -370,6 +497,7 @@ class OllamaMove:
     target: str
     service: str
     ssh: str
+    mount_point: str = ""  # the SSHFS mount `target` lies under: the move refuses while it is not mounted
 
     @property
     def script(self) -> str:
@@ -394,7 +522,12 @@ def ollama_move(rm: RoleMap, box: BoxEndpoint) -> OllamaMove | None:
         else:
             continue
         return OllamaMove(
-            source=source, remote=box.remote(move.remote_path), target=target, service=service, ssh=ssh_command(box)
+            source=source,
+            remote=box.remote(move.remote_path),
+            target=target,
+            service=service,
+            ssh=ssh_command(box),
+            mount_point=mount.mount_point,
         )
     raise BrainallError(f"storage.ollama: {move.remote_path!r} is under no SSHFS mount of {move.host!r}")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from brainall_ops.planning.changes import Change, Contribution
+from brainall_ops.rolemap.environment import PRODUCTION
 from brainall_ops.rolemap.models import RoleMap
 from brainall_ops.storage.config_git import config_git_hosts
 
@@ -12,10 +13,41 @@ if TYPE_CHECKING:
     from brainall_ops.planning.plan import PlanContext
 
 
+# Offline, the plan cannot know a host's kernel: say what each outcome means.
+OFFLINE_MODE = "automount where the host has /dev/autofs, else a mount unit + retry timer"
+
+
+def mount_modes(rm: RoleMap, environment: str, names: list[str]) -> dict[str, str]:
+    """`plan --live`: each mount host's mode and why, read over SSH (read-only); a host that cannot
+    be read says so instead."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from brainall_ops.firewall.live import ssh_targets
+    from brainall_ops.firewall.sshpath import SshPath, run_ssh
+    from brainall_ops.storage.logic import MOUNT_SUPPORT_COMMAND, parse_mount_support
+
+    targets = ssh_targets(rm, environment, names)
+
+    def read(name: str) -> str:
+        result = run_ssh(SshPath(targets[name]), MOUNT_SUPPORT_COMMAND, 5, 20.0)
+        if not result.ok:
+            return f"mode unknown: cannot read {name}: {result.error}"
+        return parse_mount_support(result.output.splitlines()).describe()
+
+    with ThreadPoolExecutor(max_workers=min(8, max(1, len(names)))) as pool:
+        return dict(zip(names, pool.map(read, names), strict=True))
+
+
 def plan_changes(rm: RoleMap, context: PlanContext) -> Contribution:
     out = Contribution()
     if rm.storage is None:
         return out
+    mount_hosts = sorted({m.host for m in [*rm.storage.sshfs, *rm.storage.cifs]})
+    if context.live and mount_hosts:
+        environment = str(context.options.get("environment") or PRODUCTION)
+        modes = mount_modes(rm, environment, mount_hosts)
+    else:
+        modes = dict.fromkeys(mount_hosts, OFFLINE_MODE)
     box = rm.storage.box
     where = f"{box.user}@{box.hostname}:{box.ssh_port}"
     if box.password_must_be_reset:
@@ -35,8 +67,13 @@ def plan_changes(rm: RoleMap, context: PlanContext) -> Contribution:
                 "storage",
                 "create",
                 m.host,
-                f"SSHFS {where}/{m.remote_path} -> {m.mount_point} (automount)",
-                {"mount_point": m.mount_point, "remote_path": m.remote_path, "allow_other": m.allow_other},
+                f"SSHFS {where}/{m.remote_path} -> {m.mount_point} ({modes[m.host]})",
+                {
+                    "mount_point": m.mount_point,
+                    "remote_path": m.remote_path,
+                    "allow_other": m.allow_other,
+                    "mode": modes[m.host],
+                },
             )
         )
     for c in rm.storage.cifs:
@@ -47,8 +84,8 @@ def plan_changes(rm: RoleMap, context: PlanContext) -> Contribution:
                 "storage",
                 "create",
                 c.host,
-                f"CIFS {unc} -> {c.mount_point} (vers=3.0, automount)",
-                {"mount_point": c.mount_point, "share": c.share},
+                f"CIFS {unc} -> {c.mount_point} (vers=3.0, {modes[c.host]})",
+                {"mount_point": c.mount_point, "share": c.share, "mode": modes[c.host]},
             )
         )
     for b in rm.storage.backups:

@@ -96,7 +96,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 # One lab per session however many fixture definitions pytest makes (see the module docstring).
 _session_lab: Lab | None = None
 _session_failure: str | None = None
-_session_reused = False
+_session_kept = False
 
 
 def _running_lab(state_dir: Path, hosts: list[LabHost]) -> bool:
@@ -179,11 +179,15 @@ def phase2_through_simulator(lab: Lab) -> None:
 def lab() -> Iterator[Lab]:
     """The fleet's hosts, plus the phase-2 VMs created through the Proxmox API simulator.
 
-    Outside CI a lab that is already up with every host and VM is reused and left up (engineers
-    share one lab while they work); CI (CI=true) always boots a fresh lab, runs phase 2 on it, and
-    tears it all down at the end.
+    Every session boots a fresh lab, runs phase 2 on it, and tears it all down at the end, in CI
+    and outside it alike. A lab left up by an earlier run is never reused: its hosts carry what
+    that run's deploys and tests did (a firewall half applied, apt lists of another day, units
+    stopped by a failover test), so a module run alone on it would not answer as it does in the
+    full run. `up` replaces it (and sweeps what a killed run left) before anything starts.
+    BRAINALL_LAB_KEEP=1 leaves this session's lab up at the end, to look at; the next session
+    still rebuilds it.
     """
-    global _session_lab, _session_failure, _session_reused
+    global _session_lab, _session_failure, _session_kept
     if _session_failure is not None:
         pytest.fail(f"the lab failed to come up earlier in this session:\n{_session_failure}")
     if _session_lab is None:
@@ -192,20 +196,18 @@ def lab() -> Iterator[Lab]:
         state_dir = default_state_dir()
         os.environ["BRAINALL_LAB_DIR"] = str(state_dir)  # for inventories/lab.py in pyinfra runs
         everything = lab_hosts(None, with_vms=True)
-        in_ci = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-        if not in_ci and _running_lab(state_dir, everything):
-            _session_reused = True
-            _session_lab = Lab(state_dir=state_dir, hosts=everything, boot=None)
-        else:
-            try:
-                _session_lab = Lab(state_dir=state_dir, hosts=everything, boot=up(lab_hosts(None), state_dir))
-                phase2_through_simulator(_session_lab)
-            except BaseException as exc:
-                _session_failure = str(exc)
-                if _session_lab is not None and _session_lab.simulator is not None:
-                    _session_lab.simulator.terminate()
-                down(state_dir)
-                raise
+        if _running_lab(state_dir, everything):
+            print("lab: a lab left up by an earlier run is not reused: booting a fresh one")
+        _session_kept = os.environ.get("BRAINALL_LAB_KEEP", "") == "1"
+        try:
+            _session_lab = Lab(state_dir=state_dir, hosts=everything, boot=up(lab_hosts(None), state_dir))
+            phase2_through_simulator(_session_lab)
+        except BaseException as exc:
+            _session_failure = str(exc)
+            if _session_lab is not None and _session_lab.simulator is not None:
+                _session_lab.simulator.terminate()
+            down(state_dir)
+            raise
     try:
         yield _session_lab
     finally:
@@ -214,6 +216,6 @@ def lab() -> Iterator[Lab]:
             if _session_lab.simulator is not None:
                 _session_lab.simulator.terminate()
                 _session_lab.simulator.wait(timeout=30)
-            if not _session_reused:
+            if not _session_kept:
                 down(_session_lab.state_dir)
             _session_lab = None

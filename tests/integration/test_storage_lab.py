@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,10 +46,14 @@ from brainall_ops.storage.logic import (
     CIFS_CREDENTIALS,
     KEY_PATH,
     KNOWN_HOSTS,
+    MOUNT_SUPPORT_COMMAND,
+    MountMode,
+    MountUnits,
     backup_job,
     box_endpoint,
     cifs_units,
     client_plan,
+    parse_mount_support,
     sshfs_units,
 )
 from tests.integration.lab_fixture import Lab, lab  # noqa: F401
@@ -122,6 +127,33 @@ def changed_ops(result: subprocess.CompletedProcess[str]) -> list[str]:
     """The operation status lines that report a change ("[host] Success")."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + result.stderr)
     return [line for line in text.splitlines() if re.search(r"\] Success\b", line)]
+
+
+def host_mode(testbed: Lab, name: str) -> MountMode:
+    """The mode the deploy gives this host's mounts, read from the host as the deploy reads it."""
+    return parse_mount_support(sh(testbed, name, MOUNT_SUPPORT_COMMAND).splitlines()).mode
+
+
+def proved(name: str, mode: MountMode, what: str) -> None:
+    """Say which path a test proved (shown in the run's summary even when output is captured)."""
+    note = f"{name}: proved the {mode} path: {what}"
+    print(note)
+    warnings.warn(note, stacklevel=2)
+
+
+def assert_units_enabled(testbed: Lab, name: str, units: MountUnits, *, mounted: bool) -> None:
+    """The unit remote-fs.target pulls in for the host's mode is enabled and running; without
+    autofs no automount unit is left behind, and the remount timer runs."""
+    host = testbed.host(name)
+    if units.mode == "automount":
+        assert host.service(units.automount_unit).is_enabled
+        assert host.run(f"systemctl is-active {units.automount_unit}").stdout.strip() == "active"
+        return
+    assert host.run(f"systemctl is-enabled {units.mount_unit}").stdout.strip() == "enabled"
+    state = host.run(f"systemctl is-active {units.mount_unit}").stdout.strip()
+    assert state == ("active" if mounted else "inactive"), state
+    assert not host.file(f"/etc/systemd/system/{units.automount_unit}").exists
+    assert host.run("systemctl is-active brainall-storage-remount.timer").stdout.strip() == "active"
 
 
 def digest_of(testbed: Lab, name: str, path: str) -> str:
@@ -256,14 +288,15 @@ def test_each_client_has_its_own_key_installed_and_the_box_key_pinned(lab: Lab, 
 
 
 def test_sshfs_write_on_gpu_read_on_the_box_and_back(lab: Lab, phase1) -> None:  # noqa: F811
-    gpu = lab.host("gpu")
-    assert gpu.service(SSHFS.automount_unit).is_enabled
-    assert gpu.run(f"systemctl is-active {SSHFS.automount_unit}").stdout.strip() == "active"
+    units = SSHFS.in_mode(host_mode(lab, "gpu"))
+    assert_units_enabled(lab, "gpu", units, mounted=True)
     name = f"brainall-test-{TOKEN}.txt"
-    sh(lab, "gpu", f"echo 'from gpu {TOKEN}' > {SSHFS.where}/{name}")  # the first access mounts it
-    # the autofs trigger, and over it the SSHFS mount
-    assert "autofs" in sh(lab, "gpu", f"findmnt -n -t autofs -o FSTYPE {SSHFS.where}")
+    sh(lab, "gpu", f"echo 'from gpu {TOKEN}' > {SSHFS.where}/{name}")  # automount: the first access mounts it
+    if units.mode == "automount":
+        # the autofs trigger, and over it the SSHFS mount
+        assert "autofs" in sh(lab, "gpu", f"findmnt -n -t autofs -o FSTYPE {SSHFS.where}")
     source, options = sh(lab, "gpu", f"findmnt -n -t fuse.sshfs -o SOURCE,OPTIONS {SSHFS.where}").split()
+    proved("gpu", units.mode, "SSHFS mounted, written on gpu and read on the box, and back")
     assert source == SSHFS.what
     assert "allow_other" in options.split(",")
     assert lab.host("storagebox").file(f"{HOME}/models/{name}").content_string == f"from gpu {TOKEN}\n"
@@ -282,10 +315,12 @@ def test_cifs_on_prox106(lab: Lab, phase1, password: Path) -> None:  # noqa: F81
     assert (credentials.user, credentials.group, credentials.mode) == ("root", "root", 0o600)
     expected = f"username={BOX.user}\npassword={password.read_text().rstrip(chr(10))}\n"
     assert digest_of(lab, "prox-106", CIFS_CREDENTIALS) == hashlib.sha256(expected.encode()).hexdigest()
-    assert host.service(CIFS.automount_unit).is_enabled
-    assert host.run(f"systemctl is-active {CIFS.automount_unit}").stdout.strip() == "active"
+    support = parse_mount_support(sh(lab, "prox-106", MOUNT_SUPPORT_COMMAND).splitlines())
+    units = CIFS.in_mode(support.mode)
+    kernel_has_cifs = "cifs" in support.filesystems
+    assert_units_enabled(lab, "prox-106", units, mounted=kernel_has_cifs)
+    proved("prox-106", units.mode, "CIFS units enabled as the mode wants")
     name = f"brainall-test-{TOKEN}.txt"
-    kernel_has_cifs = host.run("grep -qw cifs /proc/filesystems").rc == 0
     if kernel_has_cifs:
         print("prox-106: the kernel offers cifs: testing through the real CIFS mount")
         sh(lab, "prox-106", f"echo 'from prox-106 {TOKEN}' > {CIFS.where}/{name}")
@@ -298,8 +333,10 @@ def test_cifs_on_prox106(lab: Lab, phase1, password: Path) -> None:  # noqa: F81
         )
         print(note)
         warnings.warn(note, stacklevel=1)  # shown in the run's summary even when output is captured
-        units = f"/etc/systemd/system/{CIFS.mount_unit} /etc/systemd/system/{CIFS.automount_unit}"
-        verify = host.run(f"systemd-analyze verify {units}")
+        unit_files = f"/etc/systemd/system/{CIFS.mount_unit}" + (
+            f" /etc/systemd/system/{CIFS.automount_unit}" if units.mode == "automount" else ""
+        )
+        verify = host.run(f"systemd-analyze verify {unit_files}")
         assert verify.rc == 0, verify.stdout + verify.stderr
         assert CIFS.mount_unit not in verify.stderr, verify.stderr
         sh(
@@ -323,14 +360,55 @@ def test_cifs_on_prox106(lab: Lab, phase1, password: Path) -> None:  # noqa: F81
 def test_mounts_never_hold_up_boot(lab: Lab, phase1) -> None:  # noqa: F811
     for name, units in (("gpu", SSHFS), ("prox-106", CIFS)):
         host = lab.host(name)
-        # only the automount is enabled (pulled in by remote-fs.target); the mount itself waits
-        # for nobody at boot, and gives up after its TimeoutSec when the box does not answer
-        assert host.run(f"systemctl is-enabled {units.mount_unit}").stdout.strip() == "static"
-        assert "remote-fs.target" in sh(lab, name, f"systemctl show -p WantedBy --value {units.automount_unit}")
+        units = units.in_mode(host_mode(lab, name))
+        # as the unit says (systemctl show reports the kernel's options while it is mounted)
+        unit_file = sh(lab, name, f"systemctl cat {units.mount_unit}")
+        options = next(line for line in unit_file.splitlines() if line.startswith("Options=")).split("=", 1)[1]
+        options = options.split(",")
+        if units.mode == "automount":
+            # only the automount is enabled (pulled in by remote-fs.target); the mount itself
+            # waits for nobody at boot
+            assert host.run(f"systemctl is-enabled {units.mount_unit}").stdout.strip() == "static"
+            assert "remote-fs.target" in sh(lab, name, f"systemctl show -p WantedBy --value {units.automount_unit}")
+        else:
+            # no autofs: the mount itself is wanted (never required) by remote-fs.target, nofail
+            assert host.run(f"systemctl is-enabled {units.mount_unit}").stdout.strip() == "enabled"
+            assert "remote-fs.target" in sh(lab, name, f"systemctl show -p WantedBy --value {units.mount_unit}")
+            assert "remote-fs.target" not in sh(lab, name, f"systemctl show -p RequiredBy --value {units.mount_unit}")
+            assert "nofail" in options
+        # either way it gives up after its TimeoutSec when the box does not answer
         assert sh(lab, name, f"systemctl show -p TimeoutUSec --value {units.mount_unit}").strip() == (
             f"{units.timeout_s}s"
         )
-        assert "_netdev" in sh(lab, name, f"systemctl show -p Options --value {units.mount_unit}")
+        assert "_netdev" in options
+        proved(name, units.mode, "nothing waits for the box at boot beyond the mount's TimeoutSec")
+
+
+def test_automount_units_verified_where_the_host_has_no_autofs(lab: Lab, phase1) -> None:  # noqa: F811
+    """Where a host lacks autofs, the automount path is checked as far as it can be: the units it
+    would get, rendered by the same templates, pass `systemd-analyze verify` on that host."""
+    from brainall_ops.storage.rendering import render
+
+    checked = []
+    for name, units in (("gpu", SSHFS), ("prox-106", CIFS)):
+        if host_mode(lab, name) == "automount":
+            continue  # this host runs the automount path for real (the tests above)
+        directory = f"/tmp/brainall-automount-check-{TOKEN}"
+        sh(lab, name, f"rm -rf {directory} && mkdir -p {directory}")
+        for unit_name, template in ((units.mount_unit, "mount.j2"), (units.automount_unit, "automount.j2")):
+            text = render(template, units=units.in_mode("automount"))
+            sh(lab, name, f"printf %s {shlex.quote(text)} > {directory}/{shlex.quote(unit_name)}")
+        verify = lab.host(name).run(
+            f"systemd-analyze verify {directory}/{shlex.quote(units.mount_unit)} "
+            f"{directory}/{shlex.quote(units.automount_unit)}"
+        )
+        assert verify.rc == 0, verify.stdout + verify.stderr
+        assert units.automount_unit not in verify.stderr, verify.stderr
+        sh(lab, name, f"rm -rf {directory}")
+        checked.append(name)
+        proved(name, "automount", "its units pass systemd-analyze verify (this host has no autofs to run them)")
+    if len(checked) < 2:
+        assert host_mode(lab, "gpu") == "automount" or host_mode(lab, "prox-106") == "automount"
 
 
 def test_backup_service_puts_the_files_on_the_box_with_one_log_line(lab: Lab, phase1) -> None:  # noqa: F811
@@ -396,6 +474,70 @@ def test_unreachable_box_names_its_address_and_port(lab: Lab, env: dict[str, str
     output = result.stdout + result.stderr
     assert f"Storage Box {BOX.address}:{closed_port} unreachable from prox-101: Connection refused" in output
     assert "Traceback" not in output
+
+
+BOX_BACK_WITHIN_S = 150  # the remount timer runs every 30 s; a mount attempt is bounded by TimeoutSec
+
+
+def _wait_until(condition, timeout_s: float, what: str) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(2)
+    raise AssertionError(f"{what}: not within {timeout_s:g} s")
+
+
+def test_without_autofs_sshfs_comes_back_by_itself_after_the_box_restarts(
+    lab: Lab,  # noqa: F811
+    env: dict[str, str],
+    phase1,
+) -> None:
+    """The no-automount path end to end on gpu: on a kernel with autofs the lab denies gpu the
+    device for this test (and gives it back after), so the path runs on every kernel."""
+    from brainall_ops.lab import start_host, stop_host
+
+    withheld = host_mode(lab, "gpu") == "automount"
+    if withheld:
+        stop_host(lab.state_dir, "gpu")
+        start_host(lab.state_dir, "gpu", withhold=frozenset({"autofs"}))
+        lab._testinfra_hosts.pop("gpu", None)
+    try:
+        assert host_mode(lab, "gpu") == "mount"
+        first = pyinfra(lab, env, "deploys/phase1.py", "gpu")
+        assert first.returncode == 0
+        units = SSHFS.in_mode("mount")
+        assert_units_enabled(lab, "gpu", units, mounted=True)
+        name = f"brainall-restart-{TOKEN}.txt"
+        sh(lab, "gpu", f"echo 'before {TOKEN}' > {SSHFS.where}/{name}")
+        assert lab.host("storagebox").file(f"{HOME}/models/{name}").content_string == f"before {TOKEN}\n"
+
+        stop_host(lab.state_dir, "storagebox")
+        start_host(lab.state_dir, "storagebox")
+        lab._testinfra_hosts.pop("storagebox", None)
+        after = f"{HOME}/models/after-{name}"
+        sh(lab, "storagebox", f"echo 'after {TOKEN}' > {after} && chown {BOX.user}: {after}")
+
+        def reads_through_the_mount() -> bool:
+            result = lab.host("gpu").run(f"timeout 15 cat {SSHFS.where}/after-{name}")
+            return result.rc == 0 and result.stdout == f"after {TOKEN}\n"
+
+        took = _wait_until(reads_through_the_mount, BOX_BACK_WITHIN_S, "the SSHFS mount back after the box restart")
+        print(f"gpu: the mount answered again {took:.0f} s after the box was back")
+        assert sh(lab, "gpu", f"findmnt -n -t fuse.sshfs -o SOURCE {SSHFS.where}").strip() == SSHFS.what
+        again = pyinfra(lab, env, "deploys/phase1.py", "gpu")
+        assert again.returncode == 0
+        assert grand_total(again)["success"] == "-", changed_ops(again)
+        proved("gpu", "mount", f"box stopped and started: the mount came back by itself in {took:.0f} s")
+    finally:
+        if withheld:  # the automount path again, as the rest of the session expects
+            stop_host(lab.state_dir, "gpu")
+            start_host(lab.state_dir, "gpu", withhold=frozenset())
+            lab._testinfra_hosts.pop("gpu", None)
+            restored = pyinfra(lab, env, "deploys/phase1.py", "gpu")
+            assert restored.returncode == 0
+            assert host_mode(lab, "gpu") == "automount"
+            assert not lab.host("gpu").file("/etc/systemd/system/brainall-storage-remount.timer").exists
 
 
 def test_the_password_is_never_printed_nor_logged(lab: Lab, password: Path, phase1) -> None:  # noqa: F811
