@@ -58,7 +58,9 @@ class SshdPorts(FactBase[list[int]]):
         return "sshd"
 
     def command(self) -> str:
-        return "sshd -T | awk '$1 == \"port\" {print $2}'"
+        # a connection spec, or `sshd -T` refuses a config with `Match LocalPort` blocks
+        spec = "user=root,host=localhost,addr=127.0.0.1,laddr=127.0.0.1,lport=22"
+        return f"sshd -T -C {spec} | awk '$1 == \"port\" {{print $2}}'"
 
     def default(self) -> list[int]:
         return []

@@ -148,7 +148,12 @@ class SshdPorts(FactBase[list[int]]):
         return []
 
     def command(self) -> str:
-        return "sshd -T 2>/dev/null | awk '$1 == \"port\" {print $2}' || true"
+        # With a connection spec: plain `sshd -T` refuses a config with `Match LocalPort` blocks
+        # (the lab box's own), and an empty answer would rewrite the drop-in on every other run.
+        return (
+            "sshd -T -C user=root,host=localhost,addr=127.0.0.1,laddr=127.0.0.1,lport=22 2>/dev/null "
+            "| awk '$1 == \"port\" {print $2}' || true"
+        )
 
     def process(self, output: list[str]) -> list[int]:
         return sorted({int(line) for line in output if line.strip().isdigit()})
