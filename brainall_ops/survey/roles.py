@@ -1044,7 +1044,7 @@ def _measurement_warnings(survey: Survey, views: list[_View], reference: str, rm
         if measured.ceph is not None and measured.ceph.status != "HEALTH_OK":
             checks = tuple(f"{c.name}" + (f" ({c.message})" if c.message else "") for c in measured.ceph.checks)
             ceph_seen.setdefault((measured.ceph.status, checks), []).append(view.name)
-        if view.loss_pct:
+        if view.loss_pct and view.loss_pct <= LOSS_LIMIT_PCT:  # above the limit: its own line, with the verdict
             out.append(f"{view.name}: {_num(view.loss_pct)} % packet loss from {reference}")
     for (status, checks), hosts in ceph_seen.items():
         out.append(f"Ceph {status}: {'; '.join(checks) or 'no check named'} (seen from {', '.join(hosts)})")
