@@ -170,7 +170,7 @@ class GPU(SurveyFact):
         )
         # The lspci fallback runs inside the bound too; with no NVIDIA device it is absent.
         pci = (
-            "out=$(lspci -k 2>&1) || { echo \"$out\"; exit 1; }; "
+            'out=$(lspci -k 2>&1) || { echo "$out"; exit 1; }; '
             'if printf "%s\\n" "$out" | grep -q "NVIDIA"; then echo "@source=lspci"; printf "%s\\n" "$out"; '
             "else echo '@absent=no nvidia-smi (no NVIDIA GPU driver); lspci lists no NVIDIA device'; fi"
         )
@@ -202,10 +202,10 @@ class VMStorage(SurveyFact):
         pvesm_bound = max(1, int(bound_s) - 5)
         body = (
             "if command -v pvesm >/dev/null 2>&1; then echo @@pvesm@@; "
-            f"timeout -k 1 {pvesm_bound} pvesm status 2>&1; echo \"@pvesm_rc=$?\"; fi; "
+            f'timeout -k 1 {pvesm_bound} pvesm status 2>&1; echo "@pvesm_rc=$?"; fi; '
             "if command -v lvs >/dev/null 2>&1; then echo @@lvs@@; "
             "lvs --noheadings --units b --nosuffix --separator '|' "
-            "-o vg_name,lv_name,lv_attr,lv_size,data_percent 2>&1; echo \"@lvs_rc=$?\"; fi; true"
+            '-o vg_name,lv_name,lv_attr,lv_size,data_percent 2>&1; echo "@lvs_rc=$?"; fi; true'
         )
         prelude = (
             "{ command -v pvesm >/dev/null 2>&1 || [ -d /etc/pve ]; } || "
