@@ -212,7 +212,11 @@ def proposal_view(proposal: Proposal) -> RenderableType:
     for r in proposal.roles:
         reasons.append(Text(f"  {r.host} → {r.label}", style="bold"))
         reasons.extend(Text(f"    • {reason}") for reason in r.reasons)
+        reasons.extend(Text(f"    does: {duty}", style="cyan") for duty in r.duties)
     parts: list[RenderableType] = [table, *reasons]
+    if proposal.storage_plan:
+        parts.append(Text("Storage Box plan (from this proposal):", style="bold"))
+        parts.extend(Text(f"  - {line}") for line in proposal.storage_plan)
     if proposal.plan:
         plan = Table(title="The role map's VMs placed on this proposal", title_justify="left")
         plan.add_column("VM")

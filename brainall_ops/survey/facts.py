@@ -159,18 +159,99 @@ class DiskSpeed(SurveyFact):
 
 
 class GPU(SurveyFact):
-    """NVIDIA GPUs: model, VRAM, driver and CUDA version (`nvidia-smi`); absent without it."""
+    """NVIDIA GPUs: model, VRAM, driver and CUDA version (`nvidia-smi`). Without nvidia-smi, the PCI
+    bus (`lspci -k`) still shows a card whose driver is missing: recorded with `driver: null`, so
+    a box with an A100 and no driver is "GPU present, driver missing", not a host without a GPU."""
 
     def command(self, bound_s: int) -> str:
-        body = (
+        smi = (
             "nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv,noheader,nounits"
             ' && { nvidia-smi | grep -o "CUDA Version: [0-9.]*" | sed "s/^/@cuda=/"; true; }'
         )
-        return _script(bound_s, body, _absent_unless("nvidia-smi", "no nvidia-smi (no NVIDIA GPU driver)"))
+        # The lspci fallback runs inside the bound too; with no NVIDIA device it is absent.
+        pci = (
+            'out=$(lspci -k 2>&1) || { echo "$out"; exit 1; }; '
+            'if printf "%s\\n" "$out" | grep -q "NVIDIA"; then echo "@source=lspci"; printf "%s\\n" "$out"; '
+            "else echo '@absent=no nvidia-smi (no NVIDIA GPU driver); lspci lists no NVIDIA device'; fi"
+        )
+        body = f"if command -v nvidia-smi >/dev/null 2>&1; then {smi}; else {pci}; fi"
+        prelude = (
+            "command -v nvidia-smi >/dev/null 2>&1 || command -v lspci >/dev/null 2>&1 || "
+            "{ echo '@absent=no nvidia-smi (no NVIDIA GPU driver) and no lspci to look for a card'; exit 0; }; "
+        )
+        return _script(bound_s, body, prelude)
 
     def parse(self, markers: dict[str, list[str]], other: list[str]) -> Outcome:
+        if (markers.get("source") or [""])[0] == "lspci":
+            cards = parse.parse_lspci_gpus(other)
+            if not cards:
+                return Outcome("absent", reason="no nvidia-smi (no NVIDIA GPU driver); lspci lists no NVIDIA GPU")
+            return Outcome("ok", {"cards": cards})
         lines = [*other, *(f"@cuda={v}" for v in markers.get("cuda", []))]
         return Outcome("ok", {"cards": parse.parse_nvidia(lines)})
+
+
+class VMStorage(SurveyFact):
+    """Where a Proxmox node's VM disks go, and how much room is left there: `pvesm status` (every
+    storage PVE knows, KiB) and the LVM thin pools (`lvs`), which answer even when a network
+    storage makes pvesm hang. Placement needs this figure, not the root filesystem's: a standard
+    install has a ~100 GB `/` and the VM disks in the `local-lvm` thin pool. Absent on hosts
+    that are not Proxmox nodes."""
+
+    def command(self, bound_s: int) -> str:
+        pvesm_bound = max(1, int(bound_s) - 5)
+        body = (
+            "if command -v pvesm >/dev/null 2>&1; then echo @@pvesm@@; "
+            f'timeout -k 1 {pvesm_bound} pvesm status 2>&1; echo "@pvesm_rc=$?"; fi; '
+            "if command -v lvs >/dev/null 2>&1; then echo @@lvs@@; "
+            "lvs --noheadings --units b --nosuffix --separator '|' "
+            '-o vg_name,lv_name,lv_attr,lv_size,data_percent 2>&1; echo "@lvs_rc=$?"; fi; true'
+        )
+        prelude = (
+            "{ command -v pvesm >/dev/null 2>&1 || [ -d /etc/pve ]; } || "
+            "{ echo '@absent=no pvesm (not a Proxmox VE node)'; exit 0; }; "
+        )
+        return _script(bound_s, body, prelude)
+
+    def parse(self, markers: dict[str, list[str]], other: list[str]) -> Outcome:
+        sections: dict[str, list[str]] = {}
+        current: list[str] | None = None
+        for line in other:
+            if line in ("@@pvesm@@", "@@lvs@@"):
+                current = sections.setdefault(line.strip("@"), [])
+            elif current is not None:
+                current.append(line)
+        storages: list[dict[str, object]] = []
+        problems: list[str] = []
+        if "pvesm" in sections:
+            rc = (markers.get("pvesm_rc") or ["0"])[-1]
+            if rc == "0":
+                storages.extend(parse.parse_pvesm_status(sections["pvesm"]))
+            else:
+                cut = rc in {str(c) for c in parse.TIMEOUT_EXIT_CODES}
+                problems.append("pvesm status " + ("hung (cut)" if cut else f"failed (rc {rc})"))
+        if "lvs" in sections and (markers.get("lvs_rc") or ["0"])[-1] == "0":
+            storages.extend(parse.parse_lvs_thin_pools(sections["lvs"]))
+        if not storages:
+            raise ProbeOutputError("; ".join(problems) or "no storage in pvesm status or lvs")
+        return Outcome("ok", {"storages": storages, "problems": problems})
+
+
+class Identity(SurveyFact):
+    """What tells one machine from another: /etc/machine-id and the global addresses (`ip -o addr`,
+    else `hostname -I`). Two inventory names with one machine-id, or one reached at an address the
+    other holds, are one machine measured twice."""
+
+    def command(self, bound_s: int) -> str:
+        body = (
+            'echo "@machine_id=$(cat /etc/machine-id 2>/dev/null)"; '
+            "if command -v ip >/dev/null 2>&1; then ip -o addr show; "
+            'else echo "@hostname_i=$(hostname -I 2>/dev/null)"; fi; true'
+        )
+        return _script(bound_s, body)
+
+    def parse(self, markers: dict[str, list[str]], other: list[str]) -> Outcome:
+        return Outcome("ok", parse.parse_identity(markers, other))
 
 
 class Proxmox(SurveyFact):
@@ -311,8 +392,10 @@ PROBES: tuple[str, ...] = (
     "cpu",
     "memory",
     "disk",
+    "identity",
     "gpu",
     "proxmox",
+    "vm_storage",
     "ceph",
     "storagebox",
     "latency",

@@ -76,11 +76,36 @@ class DiskSpeed(Strict):
 
 class GPUCard(Strict):
     model: str
-    vram_gb: float = Field(ge=0)
+    vram_gb: float | None = Field(default=None, ge=0, description="unknown where lspci saw the card without it")
     vram_mib: int | None = Field(default=None, ge=0)
     vram_used_mib: int | None = Field(default=None, ge=0)
-    driver: str | None = None
+    driver: str | None = Field(default=None, description="the NVIDIA driver; null: GPU present, driver missing")
     cuda: str | None = None
+    source: Literal["nvidia-smi", "lspci", "hand"] = "nvidia-smi"
+    pci_slot: str | None = None
+    kernel_driver: str | None = Field(default=None, description="what the kernel binds instead (nouveau, vfio-pci)")
+
+
+class VMStorageArea(Strict):
+    """One place VM disks can go on a Proxmox node (a PVE storage, or an LVM thin pool)."""
+
+    name: str
+    type: str = ""
+    status: str = "active"
+    source: Literal["pvesm", "lvs", "pvesh", "hand"] = "pvesm"
+    total_gb: float = Field(ge=0)
+    used_gb: float = Field(ge=0)
+    free_gb: float = Field(ge=0)
+
+
+class VMStorage(Strict):
+    storages: list[VMStorageArea] = []
+    problems: list[str] = Field(default=[], description="what could not be read (pvesm hung, ...)")
+
+
+class Identity(Strict):
+    machine_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
+    addresses: list[str] = Field(default=[], description="global addresses, container bridges left out")
 
 
 class GuestVM(Strict):
@@ -164,13 +189,42 @@ class HostMeasurements(Strict):
     memory: Memory | None = None
     disk: DiskSpace | None = None
     disk_speed: DiskSpeed | None = None
+    identity: Identity | None = None
     gpu: list[GPUCard] | None = None
     proxmox: Proxmox | None = None
+    vm_storage: VMStorage | None = None
     ceph: Ceph | None = None
     storagebox: Reachability | None = None
     absent: dict[str, str] = Field(default={}, description="probe -> why it does not apply here")
     errors: dict[str, str] = Field(default={}, description="probe -> what went wrong (cut at its bound, ...)")
     probe_seconds: dict[str, float] = {}
+
+    def vm_disk(self, storage: str | None) -> tuple[VMStorageArea | None, str]:
+        """The area the role map's VM disks go to (`proxmox.storage`, e.g. local-lvm), and where the
+        figure came from; (None, why) where the survey did not see it. A standard PVE install's
+        local-lvm is the thin pool pve/data, so lvs stands in for pvesm where pvesm did not answer."""
+        if storage is None:
+            return None, "the role map names no VM storage (proxmox.storage)"
+        areas = list(self.vm_storage.storages) if self.vm_storage else []
+        if self.proxmox is not None:
+            areas += [
+                VMStorageArea(
+                    name=s.name, type=s.type, source="pvesh", total_gb=s.total_gb, used_gb=s.used_gb, free_gb=s.free_gb
+                )
+                for s in self.proxmox.storages
+            ]
+        for area in areas:
+            if area.name == storage and area.source != "lvs":
+                return area, f"{area.name} ({area.type or 'storage'}, {area.source})"
+        pools = [a for a in areas if a.source == "lvs"]
+        if storage == "local-lvm" and pools:
+            pool = next((a for a in pools if a.name == "pve/data"), pools[0] if len(pools) == 1 else None)
+            if pool is not None:
+                return pool, f"thin pool {pool.name} (lvs; local-lvm on a standard install)"
+        if areas:
+            seen = ", ".join(sorted({a.name for a in areas}))
+            return None, f"no VM storage {storage!r} among {seen}"
+        return None, "VM storage not measured"
 
 
 class Target(Strict):
@@ -235,6 +289,27 @@ def _known_keys(index: Any) -> set[str]:
     return {str(part) for loc in index.lines for part in loc}
 
 
+def _duplicate_keys(text: str, source: str) -> list[str]:
+    """YAML keeps the last of two equal keys without a word: a host measured twice, or one probe's
+    section written twice, would silently replace the first. Each one is refused, with its line."""
+    from brainall_ops.rolemap.loader import LineIndex, format_path
+
+    loader = yaml.SafeLoader(text)
+    try:
+        index = LineIndex(loader.get_single_node())
+    finally:
+        loader.dispose()
+    out = []
+    for loc, line in index.duplicates:
+        what = (
+            "the same host twice (YAML would keep only the last): one name per host"
+            if len(loc) == 2 and loc[0] == "hosts"
+            else "duplicate key (YAML would keep only the last)"
+        )
+        out.append(f"{source}:{line}: {format_path(loc)}: {what}")
+    return out
+
+
 def parse_survey(text: str, source: str) -> Survey:
     try:
         data = yaml.safe_load(text)
@@ -245,6 +320,9 @@ def parse_survey(text: str, source: str) -> Survey:
         raise MeasurementsError(f"{source}:1: (yaml): {exc}") from None
     if not isinstance(data, dict):
         raise MeasurementsError(f"{source}:1: (top level): a measurements file is a mapping")
+    duplicates = _duplicate_keys(text, source)
+    if duplicates:
+        raise MeasurementsError("\n".join(duplicates))
     try:
         return Survey.model_validate(data)
     except ValidationError as exc:

@@ -469,3 +469,148 @@ def parse_reachability(
     if not reason and timeouts:
         reason = f"timed out after {connect_s:g} s (no answer: filtered or down)"
     return {"port": port, "reachable": False, "reason": reason or last_meaningful(other) or "no answer"}
+
+
+# --------------------------------------------------------------------------- gpu without its driver
+_LSPCI_NVIDIA = re.compile(
+    r'^(?P<slot>[0-9a-fA-F:.]+)\s+"?(?P<cls>VGA compatible controller|3D controller|Display controller)'
+    r'(?: \[[0-9a-f]{4}\])?"?\s*(?::\s*|\s+)"?(?P<vendor>NVIDIA Corporation)(?: \[10de\])?"?\s*:?\s*(?P<model>.*)$'
+)
+_VRAM_IN_NAME = re.compile(r"(\d+(?:\.\d+)?)\s*GB\b", re.IGNORECASE)
+
+
+def parse_lspci_gpus(lines: Sequence[str]) -> list[dict[str, Any]]:
+    """`lspci -k` (or `lspci -nnk`): the NVIDIA display and 3D controllers, with the kernel driver in
+    use. No nvidia-smi means no usable NVIDIA driver (no CUDA), whatever the kernel binds (nouveau,
+    vfio-pci or nothing): every card found this way has `driver` None. The VRAM is only known where
+    the marketing name carries it (`GA100 [A100 PCIe 40GB]`)."""
+    cards: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
+    for raw in lines:
+        line = raw.rstrip()
+        if not line:
+            continue
+        if not line[0].isspace():
+            current = None
+            match = _LSPCI_NVIDIA.match(line.strip())
+            if match:
+                model = re.sub(r"\s*\(rev [0-9a-f]+\)$", "", match.group("model")).strip()
+                model = re.sub(r"\s*\[10de:[0-9a-f]{4}\]", "", model).strip()
+                vram = _VRAM_IN_NAME.search(model)
+                current = {
+                    "model": f"NVIDIA {model}" if model else "NVIDIA (unnamed device)",
+                    "vram_gb": float(vram.group(1)) if vram else None,
+                    "driver": None,
+                    "cuda": None,
+                    "source": "lspci",
+                    "pci_slot": match.group("slot"),
+                    "kernel_driver": None,
+                }
+                cards.append(current)
+            continue
+        if current is not None:
+            key, sep, value = line.strip().partition(":")
+            if sep and key == "Kernel driver in use":
+                current["kernel_driver"] = value.strip() or None
+    return cards
+
+
+# --------------------------------------------------------------------------- VM storage (Proxmox)
+def parse_pvesm_status(lines: Sequence[str]) -> list[dict[str, Any]]:
+    """`pvesm status` (sizes in KiB): every storage with its type, state and space. A disabled or
+    inactive storage is listed with its state, as PVE prints it, so the caller can say why it is
+    not used."""
+    out: list[dict[str, Any]] = []
+    header_seen = False
+    for line in lines:
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "Name" and "Type" in parts:
+            header_seen = True
+            continue
+        if not header_seen or len(parts) < 6:
+            continue
+        name, kind, status = parts[0], parts[1], parts[2]
+        try:
+            total, used, avail = (int(p) * 1024 for p in parts[3:6])
+        except ValueError:
+            raise ProbeOutputError(f"pvesm status: not a size in {line.strip()[:120]!r}") from None
+        out.append(
+            {
+                "name": name,
+                "type": kind,
+                "status": status,
+                "source": "pvesm",
+                "total_gb": round(gib(total), 2),
+                "used_gb": round(gib(used), 2),
+                "free_gb": round(gib(avail), 2),
+            }
+        )
+    if not header_seen:
+        raise ProbeOutputError("no header line in pvesm status output")
+    return out
+
+
+def parse_lvs_thin_pools(lines: Sequence[str]) -> list[dict[str, Any]]:
+    """`lvs --noheadings --units b --nosuffix --separator '|' -o vg_name,lv_name,lv_attr,lv_size,data_percent`:
+    the thin pools (lv_attr starting with `t`), free space from the pool's data use. PVE's
+    `local-lvm` is the thin pool `pve/data` of a standard install."""
+    out: list[dict[str, Any]] = []
+    for line in lines:
+        parts = [p.strip() for p in line.strip().split("|")]
+        if len(parts) < 5 or not parts[2].startswith("t"):
+            continue
+        try:
+            size = float(parts[3])
+            used_pct = float(parts[4].replace(",", ".")) if parts[4] else 0.0
+        except ValueError:
+            raise ProbeOutputError(f"lvs: not a size or percentage in {line.strip()[:120]!r}") from None
+        if not 0 <= used_pct <= 100:
+            raise ProbeOutputError(f"lvs: data use {used_pct} % of {parts[0]}/{parts[1]} is not a percentage")
+        used = size * used_pct / 100
+        out.append(
+            {
+                "name": f"{parts[0]}/{parts[1]}",
+                "type": "lvmthin",
+                "status": "active" if len(parts[2]) > 4 and parts[2][4] == "a" else "inactive",
+                "source": "lvs",
+                "total_gb": round(gib(size), 2),
+                "used_gb": round(gib(used), 2),
+                "free_gb": round(gib(size - used), 2),
+            }
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- machine identity
+# Interfaces whose addresses are the same on many machines (container and VM bridges): never
+# evidence that two names are one machine.
+SHARED_INTERFACES = re.compile(r"^(lo|docker\d*|br-[0-9a-f]+|veth.*|virbr\d+|cni\d*|flannel.*|podman\d*|lxcbr\d+)$")
+
+
+def parse_identity(markers: dict[str, list[str]], other: Sequence[str]) -> dict[str, Any]:
+    """`@machine_id=` (/etc/machine-id) and `ip -o addr show` lines: the facts that tell one machine
+    from another. Addresses are the global ones, without the prefix length, interface by interface;
+    loopback, link-local and container bridges are left out."""
+    machine_id = ((markers.get("machine_id") or [""])[0] or "").strip().lower()
+    if machine_id and not re.fullmatch(r"[0-9a-f]{32}", machine_id):
+        raise ProbeOutputError(f"/etc/machine-id is not 32 hex digits: {machine_id[:40]!r}")
+    addresses: list[str] = []
+    for line in other:
+        # 2: vmbr0    inet 192.168.100.6/24 brd 192.168.100.255 scope global vmbr0\       valid_lft ...
+        match = re.match(r"^\d+:\s+(\S+?)(?:@\S+)?\s+inet6?\s+([0-9a-fA-F:.]+)/\d+.*?\bscope (\w+)", line.strip())
+        if not match:
+            continue
+        interface, address, scope = match.groups()
+        if scope != "global" or SHARED_INTERFACES.match(interface):
+            continue
+        if address not in addresses:
+            addresses.append(address)
+    for value in markers.get("hostname_i", []):  # `hostname -I` where there is no ip command
+        for address in value.split():
+            if address not in addresses and not address.startswith(("127.", "fe80:", "172.17.")):
+                addresses.append(address)
+    if not machine_id and not addresses:
+        raise ProbeOutputError("neither a machine-id nor an address")
+    return {"machine_id": machine_id or None, "addresses": addresses}

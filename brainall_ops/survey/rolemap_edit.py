@@ -5,7 +5,9 @@ re-dumped: the positions of each host's `measured:` values come from PyYAML's no
 only those values change. A value that changes loses its trailing comment (it described the old,
 hand-typed figure); an unchanged value keeps it; a field the survey measured that the block lacks
 is added in the schema's order, unless it equals the schema default. The result is validated with
-the role-map loader and read back before it is written (atomically), so a bad edit never lands.
+the role-map loader and placement (what `validate` checks) and read back before it is shown and written
+(atomically), so a map `validate` refuses is never written. On a Proxmox node the disk figures are the VM
+storage's (local-lvm), not the root filesystem's.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import yaml
 from brainall_ops.errors import BrainallError
 from brainall_ops.rolemap.loader import parse_rolemap
 from brainall_ops.rolemap.models import Measured, RoleMap
-from brainall_ops.survey.measurements import Survey
+from brainall_ops.survey.measurements import HostMeasurements, Survey
 
 MEASURED_FIELDS = list(Measured.model_fields)
 # Rounding of what is written: the survey's precision is finer than a role map needs.
@@ -71,12 +73,28 @@ def measured_updates(survey: Survey, rm: RoleMap) -> dict[str, dict[str, float]]
             if measured.memory.used_gb is not None:
                 values["ram_used_gb"] = measured.memory.used_gb
             values["ram_free_gb"] = measured.memory.available_gb
-        if measured.disk is not None:
-            if measured.disk.used_gb is not None:
-                values["disk_used_gb"] = measured.disk.used_gb
-            if measured.disk.free_gb is not None:
-                values["disk_free_gb"] = measured.disk.free_gb
+        values.update(_disk_values(measured, rm, name))
         out[name] = {k: round(float(v), DIGITS.get(k, DEFAULT_DIGITS)) for k, v in values.items()}
+    return out
+
+
+def _disk_values(measured: HostMeasurements, rm: RoleMap, name: str) -> dict[str, float]:
+    """disk_*_gb as placement reads them: on a Proxmox node the VM storage's (proxmox.storage, e.g.
+    local-lvm, from pvesm or the thin pool), never a small root filesystem's; elsewhere `/`'s. A
+    Proxmox node whose VM storage the survey saw without the named one keeps its figures."""
+    proxmox = rm.host(name).proxmox is not None or measured.proxmox is not None
+    area, _ = measured.vm_disk(rm.proxmox.storage if rm.proxmox else None)
+    if proxmox and area is not None:
+        return {"disk_used_gb": area.used_gb, "disk_free_gb": area.free_gb}
+    seen_storage = measured.vm_storage is not None or bool(measured.proxmox and measured.proxmox.storages)
+    if proxmox and seen_storage:
+        return {}
+    out: dict[str, float] = {}
+    if measured.disk is not None:
+        if measured.disk.used_gb is not None:
+            out["disk_used_gb"] = measured.disk.used_gb
+        if measured.disk.free_gb is not None:
+            out["disk_free_gb"] = measured.disk.free_gb
     return out
 
 
@@ -226,8 +244,23 @@ def prepare_update(path: Path, survey: Survey) -> RoleMapUpdate:
     return RoleMapUpdate(path, old, new, updates)
 
 
+def validate_text(text: str, source: str) -> RoleMap:
+    """What `brainall-ops validate` checks (schema, references, placement of every VM), on text."""
+    from brainall_ops.planning.fleet import place_rolemap
+    from brainall_ops.planning.placement import PlacementError
+
+    rm = parse_rolemap(text, source)
+    try:
+        place_rolemap(rm)
+    except PlacementError as exc:
+        raise RoleMapEditError(
+            f"{source}: with these measured: values the role map would fail validate ({exc}); nothing written"
+        ) from None
+    return rm
+
+
 def _verify(new: str, updates: dict[str, dict[str, float]], source: str) -> None:
-    rm = parse_rolemap(new, source)  # raises RoleMapError (file:line) if the edit broke the map
+    rm = validate_text(new, source)  # RoleMapError (file:line) if the edit broke the map; placement too
     for host, values in updates.items():
         measured = rm.host(host).measured
         for field, value in values.items():

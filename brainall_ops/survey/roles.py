@@ -1,31 +1,40 @@
 """The role proposal: which host does what, derived from measurements, with the reasons.
 
-Rules, in order, for each host (the numbers come from the measurements; which hosts are Proxmox
-nodes, what already runs on them and what a host is for come from what the survey saw, or from
-the role map's facts where the survey could not see them; every reason names its input):
+One pass, in this order (every reason names its input: measured, role map, placement or rule):
 
-1. a host that did not answer, or whose latency from the reference host (the GPU box) is
-   unknown, keeps its role-map role;
-2. a host with a GPU gets inference;
-3. a host beyond the latency budget of the reference host (the far site) gets backups & batch:
-   never latency-sensitive work;
-4. the Proxmox node(s) where placement puts the app VMs get the application role: planning's own
-   placement (`brainall_ops.planning.placement.place`), run with no tier preference, picks the
-   node with the most free RAM within the budget, if they fit there;
-5. the other Proxmox nodes within the budget keep the data tier, next to what they already run
-   (mail and staging VMs are named in the role: "data & mail");
-6. any other host within the budget (a VM such as the bastion) is a dev sandbox.
+1. what cannot be believed is set aside, one line each: a host that did not answer, is not in
+   the role map, is one machine measured under a second name (same machine-id or address), or
+   whose numbers are impossible (more available than total) keeps its role-map role (or none)
+   and takes no part in the placement;
+2. latency and loss from the reference host decide what is near: beyond the budget, or losing
+   more than LOSS_LIMIT_PCT of its pings, a host gets no latency-sensitive role (backups & batch);
+3. inference goes to the near host whose GPU carries the role map's models: the VRAM they need
+   (vLLM models, and whisper/embeddings on the GPU) within gpu_memory_utilization_max, the
+   NVIDIA driver present (CUDA >= inference.min_cuda where reported). A card without its driver
+   is its own finding ("GPU present, driver missing"); a small card is just a card;
+4. the role map's VMs are placed as one problem with planning's own placement
+   (`brainall_ops.planning.placement.place`) on the Proxmox nodes: each tier whole on one node
+   where it fits (the largest tier on the node with the most free RAM that leaves the others a
+   home), the data tier on a node of its own; only a tier that fits on no single node is spread,
+   and that is said. The VM storage's free space (pvesm/lvs) is the disk figure, not `/`'s;
+5. roles follow from where the VMs land: a node with app VMs is the application server, one with
+   the data VM the data node (mail and staging VMs named in the role); a near Proxmox node
+   where nothing lands is spare; the reasons and the plan table come from the same result;
+6. a dev sandbox is given for a reason (a VM, or running dev tools), never by elimination; a host
+   with no role that fits is spare, and says why.
 
-The Storage Box is central storage; its reasons say from where its port was reachable. Warnings
-list nearly full disks, Ceph health, packet loss, probes that failed and where the survey and the
-role map disagree.
+Every role carries its duties (the Storage Box plan among them: SSHFS models on the inference
+host, CIFS uploads on the application node, rsync backups from the data node; PostgreSQL and
+Redis on the data node; Ceph OSDs kept; the bastion's disk clean-up).
 """
 
 from __future__ import annotations
 
+import difflib
+import itertools
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 
 from brainall_ops.planning.placement import (
     HostCapacity,
@@ -33,20 +42,28 @@ from brainall_ops.planning.placement import (
     PlacementError,
     VMRequest,
     place,
+    why_not,
 )
-from brainall_ops.rolemap.models import Host, RoleMap
-from brainall_ops.survey.measurements import HostMeasurements, LatencySample, Survey
+from brainall_ops.rolemap.models import VM, Host, RoleMap
+from brainall_ops.survey.measurements import GPUCard, HostMeasurements, LatencySample, Survey
 
 APP_TIER = "app"
 DATA_TIER = "data"
 # A disk is nearly full below either threshold (the bastion: 6.7 GB free of 50 GB).
 DISK_FREE_WARN_GB = 10.0
 DISK_FREE_WARN_PCT = 15.0
+# Above this loss (from the reference host) a host gets no latency-sensitive role: TCP retransmits
+# turn every lost packet into a 200 ms+ stall, whatever the round-trip time.
+LOSS_LIMIT_PCT = 5.0
+# The tier search tries at most this many nodes per tier (the free-RAM leaders): fleets a person reads.
+SEARCH_NODES = 8
 # Existing VMs a Proxmox node runs that name a service in its role (by VM name or role-map note).
 SERVICE_PATTERNS = {
     "mail": re.compile(r"(^|[^a-z])(mail|mx|smtp|imap)([^a-z]|$)", re.IGNORECASE),
     "staging": re.compile(r"stag(e|ing)", re.IGNORECASE),
 }
+# What makes a host a dev sandbox: it is a VM, or runs a developer's tools (role map's services).
+DEV_SERVICES = re.compile(r"docker|vscode|code-server|caddy|jupyter|workspace|dev", re.IGNORECASE)
 VIRTUAL_MACHINE_TYPES = {"kvm", "qemu", "vmware", "microsoft", "xen", "oracle", "bochs", "parallels", "zvm"}
 
 
@@ -67,6 +84,8 @@ ROLES: dict[str, RoleSpec] = {
         RoleSpec("backup", "backups & batch only", ("backup", "batch", "dev"), False),
         RoleSpec("bastion", "dev sandbox", ("dev",), False),
         RoleSpec("storage", "central storage", ("storage",), False),
+        RoleSpec("spare", "spare", (), False),
+        RoleSpec("gpu-driver-missing", "GPU present, driver missing", (), False),
     )
 }
 
@@ -90,6 +109,8 @@ class HostRole:
     current_role: str | None = None
     current_serves: tuple[str, ...] | None = None
     derived: bool = True  # False: the role map's role was kept (not enough measurements)
+    duties: tuple[str, ...] = ()
+    vms: tuple[str, ...] = ()  # the planned VMs that land here (from the same placement as the plan)
 
     @property
     def differs(self) -> bool:
@@ -102,8 +123,10 @@ class Proposal:
     budget_ms: float
     roles: list[HostRole]
     warnings: list[str] = field(default_factory=list)
-    app_placements: list[Placement] = field(default_factory=list)
     plan: list[Placement] = field(default_factory=list)
+    storage_plan: list[str] = field(default_factory=list)
+    tiers: dict[str, tuple[str, ...]] = field(default_factory=dict)  # tier -> the node(s) it landed on
+    app_placements: list[Placement] = field(default_factory=list)
 
     def role_of(self, host: str) -> HostRole:
         for role in self.roles:
@@ -124,17 +147,27 @@ class _View:
     latency_ms: float | None = None
     loss_pct: float | None = None
     latency_reason: Reason | None = None
-    gpu: list[str] | None = None  # models; [] none
+    cards: list[GPUCard] = field(default_factory=list)
     gpu_reason: Reason | None = None
+    gpu_driver_missing: bool = False
     proxmox: bool = False
     proxmox_reason: Reason | None = None
     vms: list[tuple[str, float | None, int | None, str]] = field(default_factory=list)  # name, GB, vCPU, note
     vms_source: str = ""
     running_vms: int = 0
+    set_aside: Reason | None = None  # why its numbers take no part (duplicate, unknown, implausible)
+    set_aside_role: str | None = None  # the role it is shown with then (None: the role map's)
 
     @property
     def answered(self) -> bool:
         return self.measured is not None and self.measured.answered
+
+    @property
+    def usable(self) -> bool:
+        return self.answered and self.set_aside is None
+
+    def near(self, budget: float) -> bool:
+        return self.latency_ms is not None and self.latency_ms <= budget and (self.loss_pct or 0) <= LOSS_LIMIT_PCT
 
 
 def _num(value: float) -> str:
@@ -158,6 +191,15 @@ def _latency(survey: Survey, reference: str, name: str) -> tuple[float | None, f
     return None, None, Reason(f"latency from {reference} not measured", "measured")
 
 
+def _gb(value: float) -> str:
+    return f"{value:.1f}".rstrip("0").rstrip(".")
+
+
+def _card_text(card: GPUCard) -> str:
+    vram = f" {_num(card.vram_gb)} GB VRAM" if card.vram_gb is not None else ""
+    return f"{card.model}{vram}"
+
+
 def _view(name: str, survey: Survey, rm: RoleMap, warnings: list[str]) -> _View:
     measured = survey.hosts.get(name)
     try:
@@ -170,21 +212,34 @@ def _view(name: str, survey: Survey, rm: RoleMap, warnings: list[str]) -> _View:
     assert measured is not None
     view.latency_ms, view.loss_pct, view.latency_reason = _latency(survey, rm.placement.reference_host, name)
 
-    # GPU: the survey's nvidia-smi; the role map only where the probe itself failed.
+    # GPU: the survey's nvidia-smi, or lspci's card without a driver; the role map only where the
+    # probe itself failed.
     rm_gpu = rm_host.hardware.gpu if rm_host else None
     if measured.gpu:
-        models = [f"{card.model} {_num(card.vram_gb)} GB VRAM" for card in measured.gpu]
-        view.gpu, view.gpu_reason = models, Reason(f"GPU {', '.join(models)}", "measured")
+        view.cards = list(measured.gpu)
+        view.gpu_driver_missing = any(card.driver is None for card in measured.gpu)
+        models = ", ".join(_card_text(card) for card in measured.gpu)
+        seen = " (lspci: no NVIDIA driver)" if view.gpu_driver_missing else ""
+        view.gpu_reason = Reason(f"GPU {models}{seen}", "measured")
     elif "gpu" in measured.absent:
-        view.gpu, view.gpu_reason = [], Reason(f"no GPU ({measured.absent['gpu']})", "measured")
-        if rm_gpu:
-            warnings.append(
-                f"{name}: the role map lists a {rm_gpu.model}, the survey found none ({measured.absent['gpu']})"
-            )
+        why = measured.absent["gpu"]
+        if rm_gpu and "lspci" not in why and "nvidia-smi" in why:
+            # an older survey, or a host without lspci: the role map's card, its driver not found
+            view.cards = [GPUCard(model=rm_gpu.model, vram_gb=rm_gpu.vram_gb, source="hand")]
+            view.gpu_driver_missing = True
+            view.gpu_reason = Reason(f"GPU {rm_gpu.model} {_num(rm_gpu.vram_gb)} GB VRAM per the role map", "role map")
+            warnings.append(f"{name}: the role map lists a {rm_gpu.model}, the survey found no driver for it ({why})")
+        else:
+            view.gpu_reason = Reason(f"no GPU ({why})", "measured")
+            if rm_gpu:
+                warnings.append(f"{name}: the role map lists a {rm_gpu.model}, the survey found none ({why})")
     elif rm_gpu:
-        view.gpu, view.gpu_reason = [rm_gpu.model], Reason(f"GPU {rm_gpu.model} (GPU probe failed)", "role map")
+        view.cards = [
+            GPUCard(model=rm_gpu.model, vram_gb=rm_gpu.vram_gb, driver=rm_gpu.driver, cuda=rm_gpu.cuda, source="hand")
+        ]
+        view.gpu_reason = Reason(f"GPU {rm_gpu.model} (GPU probe failed)", "role map")
     else:
-        view.gpu, view.gpu_reason = [], Reason("no GPU in the role map (GPU probe failed)", "role map")
+        view.gpu_reason = Reason("no GPU in the role map (GPU probe failed)", "role map")
 
     # Proxmox node: the survey's pvesh; the role map where the survey could not see it.
     if measured.proxmox is not None:
@@ -213,8 +268,169 @@ def _view(name: str, survey: Survey, rm: RoleMap, warnings: list[str]) -> _View:
     return view
 
 
+# --------------------------------------------------------------------------- what cannot be believed
+def implausible(measured: HostMeasurements) -> list[str]:
+    """Numbers no machine can produce: each one a line naming the field and both figures."""
+    out: list[str] = []
+
+    def more(what: str, part: float | None, whole: float | None, unit: str = "GB") -> None:
+        if part is not None and whole is not None and part > whole * 1.001 + 0.01:
+            out.append(f"{what}: {_num(part)} {unit} > {_num(whole)} {unit} total")
+
+    memory = measured.memory
+    if memory is not None:
+        more("memory.available_gb", memory.available_gb, memory.total_gb)
+        more("memory.used_gb", memory.used_gb, memory.total_gb)
+        more("memory.free_gb", memory.free_gb, memory.total_gb)
+    disk = measured.disk
+    if disk is not None:
+        more("disk.free_gb", disk.free_gb, disk.total_gb)
+        more("disk.used_gb", disk.used_gb, disk.total_gb)
+    for area in measured.vm_storage.storages if measured.vm_storage else []:
+        more(f"vm_storage.{area.name}.free_gb", area.free_gb, area.total_gb)
+        more(f"vm_storage.{area.name}.used_gb", area.used_gb, area.total_gb)
+    for storage in measured.proxmox.storages if measured.proxmox else []:
+        more(f"proxmox.storages.{storage.name}.free_gb", storage.free_gb, storage.total_gb)
+    for card in measured.gpu or []:
+        more(f"gpu {card.model} vram_used_mib", card.vram_used_mib, card.vram_mib, "MiB")
+    if measured.cpu is not None and measured.cpu.threads < measured.cpu.cores:
+        out.append(f"cpu: {measured.cpu.threads} threads < {measured.cpu.cores} cores")
+    return out
+
+
+def _same_machine(views: list[_View], rm: RoleMap) -> dict[str, tuple[str, str]]:
+    """Second names of one machine: name -> (the name it is counted as, the evidence). Evidence is
+    the same machine-id, the same address the survey reached, or one reached at an address the
+    other holds (container bridges never count: every Docker host has 172.17.0.1)."""
+    answered = [v for v in views if v.answered]
+    parent = {v.name: v.name for v in answered}
+    evidence: dict[frozenset[str], str] = {}
+
+    def root(name: str) -> str:
+        while parent[name] != name:
+            name = parent[name]
+        return name
+
+    for a, b in itertools.combinations(answered, 2):
+        ma, mb = a.measured, b.measured
+        assert ma is not None and mb is not None
+        why = ""
+        ida, idb = ma.identity, mb.identity
+        if ida and idb and ida.machine_id and ida.machine_id == idb.machine_id:
+            why = f"machine-id {ida.machine_id}"
+        elif ma.address and ma.address == mb.address:
+            why = f"address {ma.address}"
+        elif ma.address and idb and ma.address in idb.addresses:
+            why = f"{a.name}'s address {ma.address} is on {b.name}"
+        elif mb.address and ida and mb.address in ida.addresses:
+            why = f"{b.name}'s address {mb.address} is on {a.name}"
+        if why:
+            evidence[frozenset((a.name, b.name))] = why
+            parent[root(b.name)] = root(a.name)
+    groups: dict[str, list[_View]] = {}
+    for v in answered:
+        groups.setdefault(root(v.name), []).append(v)
+    out: dict[str, tuple[str, str]] = {}
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+
+        def rank(v: _View, members: list[_View] = members) -> tuple[int, int]:
+            in_map = v.rm_host is not None
+            address_matches = in_map and v.measured is not None and str(v.rm_host.address) == v.measured.address
+            return (0 if address_matches else 1 if in_map else 2, members.index(v))
+
+        keep = min(members, key=rank)
+        for v in members:
+            if v is not keep:
+                pair = frozenset((keep.name, v.name))
+                why = evidence.get(pair) or next(e for p, e in evidence.items() if v.name in p)
+                out[v.name] = (keep.name, why)
+    return out
+
+
+def _set_aside(views: list[_View], survey: Survey, rm: RoleMap, warnings: list[str]) -> None:
+    known = [h.name for h in rm.hosts]
+    for name, (kept, why) in _same_machine(views, rm).items():
+        view = next(v for v in views if v.name == name)
+        view.set_aside = Reason(f"the same machine as {kept} ({why}): counted once, as {kept}", "measured")
+        view.set_aside_role = None if view.rm_host else "duplicate"
+        warnings.append(f"{name} and {kept} are one machine ({why}): counted once, as {kept}")
+    for view in views:
+        if view.set_aside is not None or not view.answered:
+            continue
+        if view.rm_host is None:
+            close = difflib.get_close_matches(view.name, known, n=1, cutoff=0.6)
+            hint = f" (a typo of {close[0]}?)" if close else ""
+            view.set_aside = Reason(f"not in the role map{hint}: no role and no VM until it is added", "role map")
+            view.set_aside_role = "unknown"
+            warnings.append(f"{view.name}: measured but not in the role map{hint}: given no role, no VM planned on it")
+            continue
+        assert view.measured is not None
+        problems = implausible(view.measured)
+        if problems:
+            view.set_aside = Reason(f"implausible measurements ({'; '.join(problems)}): not used", "measured")
+            warnings.append(
+                f"{view.name}: implausible measurements, not used: {'; '.join(problems)}; it keeps its role-map role"
+            )
+
+
+# --------------------------------------------------------------------------- the GPU's judgement
+def vram_needed(rm: RoleMap) -> tuple[float, str]:
+    """The VRAM the role map's models need together (vLLM models, and whisper/embeddings on cuda)."""
+    if rm.inference is None:
+        return 0.0, "the role map names no models"
+    parts = [(m.name, m.gpu_memory_gb) for m in rm.inference.models]
+    for aux in (rm.inference.whisper, rm.inference.embeddings):
+        if aux is not None and aux.device == "cuda" and aux.gpu_memory_gb:
+            parts.append((aux.name, aux.gpu_memory_gb))
+    total = sum(gb for _, gb in parts)
+    detail = " + ".join(f"{name} {_gb(gb)}" for name, gb in parts)
+    return total, f"{_gb(total)} GB ({detail})"
+
+
+def _version(text: str | None) -> tuple[int, ...] | None:
+    if not text or not re.fullmatch(r"\d+(\.\d+)*", text):
+        return None
+    return tuple(int(part) for part in text.split("."))
+
+
+def gpu_verdict(view: _View, rm: RoleMap, budget: float) -> tuple[bool, str]:
+    """Whether this host's GPU can serve the role map's models here, and the one-line why."""
+    if not view.cards:
+        return False, "no GPU"
+    if view.gpu_driver_missing:
+        return False, "GPU present, driver missing: no CUDA until the NVIDIA driver is installed"
+    need, detail = vram_needed(rm)
+    utilization = rm.inference.gpu_memory_utilization_max if rm.inference else 1.0
+    known = [card.vram_gb for card in view.cards if card.vram_gb is not None]
+    if not known:
+        return False, "the GPU's VRAM is unknown"
+    usable = sum(known) * utilization
+    if usable + 1e-9 < need:
+        return False, (
+            f"{_gb(sum(known))} GB VRAM ({_gb(usable)} GB usable at {utilization:g}) cannot carry the role map's "
+            f"models: {detail}"
+        )
+    min_cuda = _version(rm.inference.min_cuda) if rm.inference else None
+    cudas = [_version(card.cuda) for card in view.cards if card.cuda]
+    if min_cuda and cudas and any(c is not None and c < min_cuda for c in cudas):
+        assert rm.inference is not None
+        return False, f"CUDA {view.cards[0].cuda} < {rm.inference.min_cuda}, what the pinned vLLM needs"
+    if not view.near(budget):
+        where = (
+            f"losing {_num(view.loss_pct or 0)} % of its pings (> {_num(LOSS_LIMIT_PCT)} %)"
+            if view.latency_ms is not None and view.latency_ms <= budget
+            else "latency unknown"
+            if view.latency_ms is None
+            else f"{_num(view.latency_ms)} ms away, beyond the {_num(budget)} ms budget of the application tier"
+        )
+        return False, f"its GPU carries the models, but it is {where}: batch inference at most"
+    return True, f"{_gb(usable)} GB usable VRAM carries the role map's models ({detail}); driver present"
+
+
 # --------------------------------------------------------------------------- capacity for placement
-def _capacity(view: _View, rm: RoleMap, serves: Iterable[str]) -> HostCapacity | None:
+def _capacity(view: _View, rm: RoleMap, serves: Iterable[str], budget: float) -> HostCapacity | None:
     measured = view.measured
     if measured is None or measured.memory is None:
         return None
@@ -222,12 +438,11 @@ def _capacity(view: _View, rm: RoleMap, serves: Iterable[str]) -> HostCapacity |
     hardware = view.rm_host.hardware if view.rm_host else None
     threads = measured.cpu.threads if measured.cpu else (hardware.threads if hardware else 0)
     disk_total, disk_free = None, None
-    storage_name = rm.proxmox.storage if rm.proxmox else None
-    if measured.proxmox is not None:
-        for storage in measured.proxmox.storages:
-            if storage.name == storage_name:
-                disk_total, disk_free = storage.total_gb, storage.free_gb
-    if disk_free is None and measured.disk is not None:
+    area, _ = measured.vm_disk(rm.proxmox.storage if rm.proxmox else None)
+    if area is not None:
+        disk_total, disk_free = area.total_gb, area.free_gb
+    elif measured.vm_storage is None and measured.disk is not None:
+        # no VM storage measured (a hand benchmark): the root filesystem is the best figure there is
         disk_total, disk_free = measured.disk.total_gb, measured.disk.free_gb
     if disk_free is None and view.rm_host is not None:
         disk_free = view.rm_host.measured.disk_free_gb  # not measured by the survey
@@ -236,7 +451,8 @@ def _capacity(view: _View, rm: RoleMap, serves: Iterable[str]) -> HostCapacity |
     total = measured.memory.total_gb
     return HostCapacity(
         name=view.name,
-        latency_ms=view.latency_ms,
+        # a lossy host is no place for latency-sensitive VMs, whatever its round trip
+        latency_ms=view.latency_ms if (view.loss_pct or 0) <= LOSS_LIMIT_PCT else None,
         serves=frozenset(serves),
         ram_total_gb=total,
         ram_free_gb=measured.memory.available_gb,
@@ -246,6 +462,215 @@ def _capacity(view: _View, rm: RoleMap, serves: Iterable[str]) -> HostCapacity |
         disk_free_gb=disk_free if disk_free is not None else float("inf"),
         disk_headroom_gb=(disk_total or 0) * headroom.disk_pct / 100,
     )
+
+
+def describe(host: HostCapacity) -> str:
+    return (
+        f"{host.name}: {_gb(host.ram_available)} GB RAM, {_gb(host.vcpu_available)} vCPU, "
+        f"{_gb(host.disk_available)} GB disk free after headroom"
+    )
+
+
+# --------------------------------------------------------------------------- the VMs as one problem
+@dataclass
+class _Layout:
+    placements: list[Placement]
+    tier_nodes: dict[str, tuple[str, ...]]
+    notes: dict[str, list[Reason]]  # host -> placement reasons
+    warnings: list[str]
+
+
+def _requests(vms: Sequence[VM], node: str | None = None) -> list[VMRequest]:
+    return [
+        VMRequest(vm.name, vm.tier, vm.vcpu, vm.memory_gb, vm.disk_gb, vm.latency_sensitive, node or vm.host)
+        for vm in vms
+    ]
+
+
+def _try(
+    assignment: dict[str, str], tiers: dict[str, list[VM]], fresh: dict[str, HostCapacity], budget: float, ref: str
+) -> list[Placement] | None:
+    capacities = _copies(fresh, {node: tier for tier, node in assignment.items()})
+    requests = [r for tier, node in assignment.items() for r in _requests(tiers[tier], node)]
+    try:
+        return place(requests, list(capacities.values()), budget, ref).placements
+    except PlacementError:
+        return None
+
+
+def _copies(fresh: dict[str, HostCapacity], serves: dict[str, str] | None = None) -> dict[str, HostCapacity]:
+    serves = serves or {}
+    return {
+        name: HostCapacity(
+            name=c.name,
+            latency_ms=c.latency_ms,
+            serves=frozenset({serves[name]} if name in serves else ()),
+            ram_total_gb=c.ram_total_gb,
+            ram_free_gb=c.ram_free_gb,
+            ram_headroom_gb=c.ram_headroom_gb,
+            vcpu_total=c.vcpu_total,
+            vcpu_used=c.vcpu_used,
+            disk_free_gb=c.disk_free_gb,
+            disk_headroom_gb=c.disk_headroom_gb,
+        )
+        for name, c in fresh.items()
+    }
+
+
+def _tier_request(tier: str, vms: Sequence[VM]) -> VMRequest:
+    """A whole tier as one VM: what a node must have free to hold all of it."""
+    return VMRequest(
+        f"the {tier} tier",
+        tier,
+        sum(vm.vcpu for vm in vms),
+        sum(vm.memory_gb for vm in vms),
+        sum(vm.disk_gb for vm in vms),
+        any(vm.latency_sensitive for vm in vms),
+    )
+
+
+def _tier_text(tier: str, vms: Sequence[VM]) -> str:
+    req = _tier_request(tier, vms)
+    return (
+        f"the {tier} tier ({', '.join(vm.name for vm in vms)}: {req.vcpu} vCPU, {_gb(req.memory_gb)} GB RAM, "
+        f"{_gb(req.disk_gb)} GB disk)"
+    )
+
+
+def layout(
+    rm: RoleMap, fresh: dict[str, HostCapacity], running: dict[str, str], budget: float, reference: str
+) -> _Layout:
+    """Where the role map's VMs land, every tier decided together. VMs already running stay."""
+    notes: dict[str, list[Reason]] = {}
+    warnings: list[str] = []
+    placements: list[Placement] = []
+    for vm in rm.vms:
+        if vm.name in running:
+            host = running[vm.name]
+            placements.append(Placement(vm.name, host, vm.vcpu, vm.memory_gb, vm.disk_gb, f"already running on {host}"))
+            notes.setdefault(host, []).append(Reason(f"{vm.name} already runs here", "measured"))
+    tiers: dict[str, list[VM]] = {}
+    for vm in rm.vms:
+        if vm.name not in running:
+            tiers.setdefault(vm.tier, []).append(vm)
+    # tiers whose VMs already run (or are pinned) stay on that node
+    fixed: dict[str, str] = {}
+    for tier, vms in tiers.items():
+        homes = {running[v.name] for v in rm.vms if v.tier == tier and v.name in running}
+        homes |= {vm.host for vm in vms if vm.host}
+        if len(homes) == 1:
+            fixed[tier] = homes.pop()
+    order = sorted(tiers, key=lambda t: (-sum(vm.memory_gb for vm in tiers[t]), t))
+    if not order:
+        return _Layout(placements, {}, notes, warnings)
+    if not fresh:
+        warnings.append("no measured Proxmox node: the planned VMs have nowhere to go")
+        return _Layout(placements, {}, notes, warnings)
+    ranked = sorted(fresh.values(), key=lambda c: (-c.ram_available, c.name))
+    options = {
+        tier: [fixed[tier]]
+        if tier in fixed
+        else [c.name for c in ranked if why_not(c, _tier_request(tier, tiers[tier]), budget) is None][:SEARCH_NODES]
+        for tier in order
+    }
+
+    def distinct(assignment: dict[str, str]) -> bool:
+        return len(set(assignment.values())) == len(assignment)
+
+    def data_apart(assignment: dict[str, str]) -> bool:
+        node = assignment.get(DATA_TIER)
+        return node is None or all(n != node for t, n in assignment.items() if t != DATA_TIER)
+
+    for level, accept in enumerate((distinct, data_apart, lambda a: True)):
+        for combo in itertools.product(*(options[t] for t in order)):
+            assignment = dict(zip(order, combo, strict=True))
+            if not accept(assignment):
+                continue
+            result = _try(assignment, tiers, fresh, budget, reference)
+            if result is None:
+                continue
+            placements.extend(
+                replace(p, reason=f"the {_tier_of(rm, p.vm)} tier fits whole on {p.host}", rejected=()) for p in result
+            )
+            for tier, node in assignment.items():
+                c = fresh[node]
+                text = (
+                    f"{_tier_text(tier, tiers[tier])} stays with its VMs already on {node} ({describe(c)})"
+                    if tier in fixed
+                    else f"{_tier_text(tier, tiers[tier])} fits whole here: the most free RAM among the nodes that "
+                    f"can hold it with every tier placed ({describe(c)})"
+                )
+                notes.setdefault(node, []).append(Reason(text, "placement"))
+                if level == 2 and tier == DATA_TIER:
+                    shared = ", ".join(t for t, n in assignment.items() if n == node and t != tier)
+                    warnings.append(
+                        f"the data tier shares {node} with the {shared} tier: no other node within the budget "
+                        "can hold it"
+                    )
+                for o in ranked:
+                    if o.name == node:
+                        continue
+                    held = [t for t, n in assignment.items() if n == o.name]
+                    if o.ram_available < c.ram_available:
+                        why = f"less free RAM ({_gb(o.ram_available)} GB) than {node} ({_gb(c.ram_available)} GB)"
+                    elif held:
+                        apart = "the data tier kept apart" if DATA_TIER in (tier, *held) else "a node per tier"
+                        why = f"it holds the {', '.join(held)} tier ({apart})"
+                    elif o.ram_available == c.ram_available:
+                        why = f"as much free RAM ({_gb(o.ram_available)} GB) as {node}, first by name"
+                    else:
+                        why = f"more free RAM ({_gb(o.ram_available)} GB), but then another tier has no home"
+                    cannot = why_not(o, _tier_request(tier, tiers[tier]), budget)
+                    if cannot:
+                        why += f"; cannot hold it whole: {cannot}"
+                    notes.setdefault(o.name, []).append(Reason(f"not where the {tier} tier goes: {why}", "placement"))
+            return _Layout(placements, dict((t, (n,)) for t, n in assignment.items()), _dedupe(notes), warnings)
+    # Some tier fits on no single node: tier by tier (largest first), whole where it still fits,
+    # else spread by placement; a tier that fits nowhere is said, and the others still placed.
+    capacities = _copies(fresh)
+    tier_nodes: dict[str, tuple[str, ...]] = {}
+    taken: set[str] = set()
+    for tier in order:
+        vms = tiers[tier]
+        whole = _tier_request(tier, vms)
+        candidates = sorted(
+            capacities.values(), key=lambda c: (c.name in taken if tier == DATA_TIER else 0, -c.ram_available, c.name)
+        )
+        node = fixed.get(tier) or next((c.name for c in candidates if why_not(c, whole, budget) is None), None)
+        requests = _requests(vms, node)
+        try:
+            result = place(requests, list(capacities.values()), budget, reference).placements
+        except PlacementError as exc:
+            label = "app VMs" if tier == APP_TIER else f"{tier} VMs"
+            warnings.append(f"the {label} fit on no Proxmox node within the budget: {exc}")
+            continue
+        for p in result:
+            c = capacities[p.host]
+            c.placed_ram_gb += p.memory_gb
+            c.placed_vcpu += p.vcpu
+            c.placed_disk_gb += p.disk_gb
+        placements.extend(result)
+        hosts = tuple(dict.fromkeys(p.host for p in result))
+        tier_nodes[tier] = hosts
+        taken.update(hosts)
+        if len(hosts) > 1:
+            warnings.append(f"{_tier_text(tier, vms)} fits on no single node: spread over {', '.join(hosts)}")
+        for p in result:
+            text = (
+                f"{p.vm}: {p.reason}"
+                if len(hosts) > 1
+                else f"{_tier_text(tier, vms)} fits whole here ({p.reason.split(': ', 1)[-1]})"
+            )
+            notes.setdefault(p.host, []).append(Reason(text, "placement"))
+    return _Layout(placements, tier_nodes, _dedupe(notes), warnings)
+
+
+def _tier_of(rm: RoleMap, vm_name: str) -> str:
+    return next((vm.tier for vm in rm.vms if vm.name == vm_name), "?")
+
+
+def _dedupe(notes: dict[str, list[Reason]]) -> dict[str, list[Reason]]:
+    return {host: list(dict.fromkeys(reasons)) for host, reasons in notes.items()}
 
 
 def _services(view: _View) -> dict[str, list[str]]:
@@ -273,56 +698,78 @@ def propose_roles(survey: Survey, rm: RoleMap) -> Proposal:
     views = [_view(name, survey, rm, warnings) for name in names]
     if reference not in survey.hosts or not survey.hosts[reference].answered:
         warnings.append(f"the reference host {reference} was not measured: no latency can be judged")
+    _set_aside(views, survey, rm, warnings)
+    usable = [v for v in views if v.usable]
 
-    # Rule 4 first: where the app VMs go decides the application role.
-    running = _running_elsewhere(views)
-    app_vms = [vm for vm in rm.vms if vm.tier == APP_TIER]
-    app_hosts: dict[str, list[str]] = {}
-    for vm in app_vms:
-        if vm.name in running:
-            app_hosts.setdefault(running[vm.name], []).append(f"{vm.name} already runs there")
-    candidates = [v for v in views if v.answered and v.proxmox and not v.gpu and v.latency_ms is not None]
-    capacities = [c for c in (_capacity(v, rm, ()) for v in candidates) if c is not None]
-    requests = [
-        VMRequest(vm.name, vm.tier, vm.vcpu, vm.memory_gb, vm.disk_gb, vm.latency_sensitive)
-        for vm in app_vms
-        if vm.name not in running
+    # Inference: the near host whose GPU carries the models (most VRAM, then the nearest, then by name).
+    verdicts = {v.name: gpu_verdict(v, rm, budget) for v in usable if v.cards}
+    able = [v for v in usable if verdicts.get(v.name, (False, ""))[0]]
+    inference = min(
+        able,
+        key=lambda v: (-sum(c.vram_gb or 0 for c in v.cards), v.latency_ms or 0, v.name),
+        default=None,
+    )
+
+    # The VMs, as one problem, on the Proxmox nodes that are not the inference host.
+    running = _running_elsewhere(usable)
+    nodes = [v for v in usable if v.proxmox and v is not inference]
+    fresh = {c.name: c for c in (_capacity(v, rm, (), budget) for v in nodes) if c is not None}
+    result = layout(rm, fresh, running, budget, reference)
+    warnings.extend(result.warnings)
+    on_host: dict[str, list[Placement]] = {}
+    for p in result.placements:
+        on_host.setdefault(p.host, []).append(p)
+
+    roles = [
+        _decide(v, rm, budget, inference, verdicts, on_host.get(v.name, []), result.notes.get(v.name, []))
+        for v in views
     ]
-    app_placements: list[Placement] = []
-    if requests and capacities:
-        try:
-            app_placements = place(requests, capacities, budget, reference).placements
-        except PlacementError as exc:
-            warnings.append(f"the app VMs fit on no Proxmox node within the budget: {exc}")
-    elif requests:
-        warnings.append("no Proxmox node with measured RAM within the budget: the app VMs have nowhere to go")
-    for p in app_placements:
-        app_hosts.setdefault(p.host, []).append(p.vm)
-
-    roles = [_decide(v, rm, budget, reference, app_hosts, app_placements) for v in views]
-    roles = _data_fallback(roles)
     if survey.storagebox is not None or rm.storage is not None:
         roles.append(_storage_box(survey, rm, warnings))
+    storage_plan = _storage_plan(roles, rm, warnings)
+    roles = [_with_duties(r, views, rm, result.placements, storage_plan) for r in roles]
 
     warnings.extend(_measurement_warnings(survey, views, reference, rm))
-    if not any(r.role == "inference" for r in roles):
-        warnings.append("no host has a GPU: no host gets inference")
+    if inference is None:
+        gpus = [v for v in usable if v.cards]
+        if not gpus:
+            warnings.append("no host has a GPU: no host gets inference")
+        else:
+            detail = "; ".join(f"{v.name}: {verdicts[v.name][1]}" for v in gpus)
+            warnings.append(f"no GPU can serve the role map's models: no host gets inference ({detail})")
+    for v in usable:
+        if v.gpu_driver_missing:
+            warnings.append(
+                f"{v.name}: GPU present, driver missing ({', '.join(c.model for c in v.cards)}): install the NVIDIA "
+                f"driver (CUDA >= {rm.inference.min_cuda if rm.inference else '?'}) and survey again"
+            )
+        elif (v.loss_pct or 0) > LOSS_LIMIT_PCT:
+            warnings.append(
+                f"{v.name}: {_num(v.loss_pct or 0)} % packet loss from {reference} (> {_num(LOSS_LIMIT_PCT)} %): "
+                "no latency-sensitive role"
+            )
     if not any(r.role == "backup" for r in roles):
         warnings.append(f"no host lies beyond the {_num(budget)} ms budget: no far site for backups & batch")
+    plan_order = {vm.name: i for i, vm in enumerate(rm.vms)}
+    plan = sorted(result.placements, key=lambda p: plan_order.get(p.vm, len(plan_order)))
+    app = [p for p in plan if _tier_of(rm, p.vm) == APP_TIER]
+    return Proposal(reference, budget, roles, _unique(warnings), plan, storage_plan, result.tier_nodes, app)
 
-    plan = _plan(views, roles, rm, budget, reference, warnings)
-    return Proposal(reference, budget, roles, _unique(warnings), app_placements, plan)
 
-
-def _keep(view: _View, why: Reason) -> HostRole:
-    current = view.rm_host.role if view.rm_host else "unassigned"
+def _keep(view: _View, why: Reason, role: str | None = None) -> HostRole:
+    current = role or (view.rm_host.role if view.rm_host else "unassigned")
     spec = ROLES.get(current)
+    kept = (
+        Reason(f"the role map's role {current!r} is kept", "role map")
+        if role is None
+        else Reason(f"shown as {current!r}: no role of its own", "rule")
+    )
     return HostRole(
         view.name,
         current,
-        spec.label if spec else current,
-        tuple(view.rm_host.serves) if view.rm_host else (),
-        (why, Reason(f"the role map's role {current!r} is kept", "role map")),
+        spec.label if spec and role is None else current,
+        tuple(view.rm_host.serves) if view.rm_host and role is None else (),
+        (why, kept),
         current_role=view.rm_host.role if view.rm_host else None,
         current_serves=tuple(view.rm_host.serves) if view.rm_host else None,
         derived=False,
@@ -333,14 +780,18 @@ def _decide(
     view: _View,
     rm: RoleMap,
     budget: float,
-    reference: str,
-    app_hosts: dict[str, list[str]],
-    app_placements: list[Placement],
+    inference: _View | None,
+    verdicts: dict[str, tuple[bool, str]],
+    placed: list[Placement],
+    notes: list[Reason],
 ) -> HostRole:
     if view.measured is None:
         return _keep(view, Reason("not in the measurements", "measured"))
     if not view.answered:
         return _keep(view, Reason(f"did not answer the survey: {view.measured.reason or 'no answer'}", "measured"))
+    if view.set_aside is not None:
+        return _keep(view, view.set_aside, view.set_aside_role)
+    vms = tuple(p.vm for p in placed)
 
     def role(role_id: str, reasons: list[Reason], label: str | None = None, serves: tuple[str, ...] | None = None):
         spec = ROLES[role_id]
@@ -352,91 +803,195 @@ def _decide(
             tuple(r for r in reasons if r is not None),
             current_role=view.rm_host.role if view.rm_host else None,
             current_serves=tuple(view.rm_host.serves) if view.rm_host else None,
+            vms=vms,
         )
 
     assert view.gpu_reason is not None and view.proxmox_reason is not None and view.latency_reason is not None
-    if view.gpu:
-        return role("inference", [view.gpu_reason, view.latency_reason, Reason("the GPU host gets inference", "rule")])
-    if view.latency_ms is None:
-        return _keep(view, view.latency_reason)
-    if view.latency_ms > budget:
+    gpu_why = verdicts.get(view.name, (False, ""))[1]
+    gpu_reasons = [view.gpu_reason] + ([Reason(gpu_why, "rule")] if gpu_why and view is not inference else [])
+    if view is inference:
         return role(
-            "backup",
+            "inference",
             [
+                view.gpu_reason,
                 view.latency_reason,
-                Reason(
-                    f"beyond the {_num(budget)} ms budget: never latency-sensitive work, so backups & batch", "rule"
-                ),
+                Reason(gpu_why, "rule"),
+                Reason("the GPU host gets inference", "rule"),
             ],
         )
+    if view.latency_ms is None:
+        return _keep(view, view.latency_reason)
+    if view.latency_ms > budget or (view.loss_pct or 0) > LOSS_LIMIT_PCT:
+        why = (
+            f"beyond the {_num(budget)} ms budget: never latency-sensitive work, so backups & batch"
+            if view.latency_ms > budget
+            else f"{_num(view.loss_pct or 0)} % packet loss, above the {_num(LOSS_LIMIT_PCT)} % limit: "
+            "no latency-sensitive role, so backups & batch"
+        )
+        reasons = [view.latency_reason, *(gpu_reasons if view.cards else []), Reason(why, "rule")]
+        return role("backup", [*reasons, *notes])
     within = Reason(f"{view.latency_reason.text}: within the {_num(budget)} ms budget", "measured")
+    cards = gpu_reasons if view.cards else []
+    if view.gpu_driver_missing and not view.proxmox:
+        return role(
+            "gpu-driver-missing",
+            [*cards, within, Reason("a GPU host without its driver: inference once the driver is installed", "rule")],
+        )
     if view.proxmox:
-        if view.name in app_hosts:
-            placed = [p for p in app_placements if p.host == view.name]
-            reasons = [view.proxmox_reason, within]
-            if placed:
-                reasons.append(
-                    Reason(
-                        f"placement puts the app VMs here ({', '.join(p.vm for p in placed)}): {placed[0].reason}",
-                        "placement",
-                    )
-                )
-            others = [note for note in app_hosts[view.name] if note.endswith("already runs there")]
-            if others:
-                reasons.append(Reason("; ".join(others), view.vms_source or "measured"))
-            return role("application", reasons)
+        tiers = {_tier_of(rm, vm) for vm in vms}
+        reasons = [view.proxmox_reason, within, *cards]
+        if view.vms:
+            vm_names = ", ".join(name for name, _, _, _ in view.vms)
+            reasons.append(Reason(f"runs {view.running_vms} VM(s): {vm_names}", view.vms_source or "measured"))
         services = _services(view)
-        extras = tuple(s for s in ("mail", "staging") if s in services)
-        label = "data & mail" if "mail" in services else "data"
-        vm_names = ", ".join(name for name, _, _, _ in view.vms) or "none"
-        reasons = [
-            view.proxmox_reason,
-            within,
-            Reason(f"runs {view.running_vms} VM(s): {vm_names}", view.vms_source or "measured"),
-        ]
         for service, found in services.items():
             reasons.append(Reason(f"{service}: {', '.join(found)}", view.vms_source or "measured"))
-        if app_placements:
-            rejected = dict(app_placements[0].rejected)
-            why_not = f"not where the app VMs go ({rejected.get(view.name, 'placed elsewhere')})"
-        elif any(vm.tier == APP_TIER for vm in rm.vms):
-            why_not = "the app VMs fit on no node (see the warnings)"
-        else:
-            why_not = "the role map plans no app VM"
-        reasons.append(Reason(f"{why_not}: keeps the data tier next to what it runs", "placement"))
-        return role("data", reasons, label=label, serves=(DATA_TIER, *extras))
-    reasons = [view.gpu_reason, view.proxmox_reason, within]
+        reasons.extend(notes)
+        if APP_TIER in tiers:
+            serves = (APP_TIER, DATA_TIER) if DATA_TIER in tiers else (APP_TIER,)
+            if DATA_TIER in tiers:
+                reasons.append(Reason("the data VM lands here too: it takes the data tier as well", "placement"))
+            return role("application", reasons, serves=serves)
+        if DATA_TIER in tiers:
+            extras = tuple(s for s in ("mail", "staging") if s in services)
+            label = "data & mail" if "mail" in services else "data"
+            reasons.append(Reason(f"the data VM lands here ({', '.join(vms)}): the data node", "placement"))
+            return role("data", reasons, label=label, serves=(DATA_TIER, *extras))
+        reasons.append(Reason("no planned VM lands here: spare Proxmox capacity within the budget", "placement"))
+        return role("spare", reasons, label="spare Proxmox node")
+    # Neither inference host nor Proxmox node: a dev sandbox only for a reason.
+    reasons = [*(cards or [view.gpu_reason]), view.proxmox_reason, within]
+    dev: list[Reason] = []
     virt = view.measured.system.virtualization if view.measured.system else ""
     if virt in VIRTUAL_MACHINE_TYPES:
-        reasons.append(Reason(f"a virtual machine ({virt})", "measured"))
+        dev.append(Reason(f"a virtual machine ({virt})", "measured"))
     if view.rm_host is not None and view.rm_host.kind == "vm":
         host_of = f" on {view.rm_host.vm_of}" if view.rm_host.vm_of else ""
         vmid = f" {view.rm_host.vmid}" if view.rm_host.vmid else ""
-        reasons.append(Reason(f"a VM{vmid}{host_of}", "role map"))
-    if view.rm_host is not None and view.rm_host.services:
-        reasons.append(Reason(f"runs {', '.join(view.rm_host.services)}", "role map"))
-    reasons.append(Reason("neither GPU nor Proxmox node, within the budget: a dev sandbox", "rule"))
-    return role("bastion", reasons)
+        dev.append(Reason(f"a VM{vmid}{host_of}", "role map"))
+    tools = [s for s in (view.rm_host.services if view.rm_host else []) if DEV_SERVICES.search(s)]
+    if tools and view.rm_host is not None:
+        dev.append(Reason(f"runs {', '.join(view.rm_host.services)}", "role map"))
+    if dev:
+        return role(
+            "bastion",
+            [*reasons, *dev, Reason("a VM or a host with dev tools, within the budget: a dev sandbox", "rule")],
+        )
+    return role(
+        "spare",
+        [
+            *reasons,
+            Reason("no GPU that carries the models, not a Proxmox node, neither a VM nor dev tools: spare", "rule"),
+        ],
+    )
 
 
-def _data_fallback(roles: list[HostRole]) -> list[HostRole]:
-    """With no Proxmox node left for the data tier, the application node(s) take it too."""
-    if any(r.role == "data" for r in roles) or not any(r.role == "application" for r in roles):
-        return roles
-    out = []
-    for r in roles:
-        if r.role == "application":
-            r = HostRole(
-                r.host,
-                r.role,
-                r.label,
-                (*r.serves, DATA_TIER),
-                (*r.reasons, Reason("no other Proxmox node within the budget: it takes the data tier too", "rule")),
-                r.current_role,
-                r.current_serves,
+# --------------------------------------------------------------------------- duties and the Storage Box plan
+def _storage_plan(roles: list[HostRole], rm: RoleMap, warnings: list[str]) -> list[str]:
+    """SSHFS models on the inference host, CIFS uploads on the application node, rsync backups from
+    the data node: from this proposal, compared with the role map's storage section."""
+
+    def first(role_id: str) -> str | None:
+        hosts = [r for r in roles if r.role == role_id and r.derived]
+        hosts.sort(key=lambda r: -len(r.vms))
+        return hosts[0].host if hosts else None
+
+    inference, app = first("inference"), first("application")
+    data = first("data") or next((r.host for r in roles if r.derived and DATA_TIER in r.serves), None)
+    box = rm.storage.box.name if rm.storage else "the Storage Box"
+    out: list[str] = []
+    wanted = (
+        ("sshfs", inference, "models: SSHFS mount", "the inference host"),
+        ("cifs", app, "uploads: CIFS mount", "the application node"),
+        ("backups", data, "backups: rsync", "the data node"),
+    )
+    for section, host, what, whom in wanted:
+        if host is None:
+            out.append(f"{what} waits: this proposal has no {whom[4:]}")
+            continue
+        out.append(f"{what} on {host} ({whom})" if section != "backups" else f"{what} from {host} to {box} ({whom})")
+        if rm.storage is None:
+            continue
+        entries = getattr(rm.storage, section)
+        placed = sorted({e.host for e in entries})
+        if entries and host not in placed:
+            warnings.append(
+                f"Storage Box plan: the role map has storage.{section} on {', '.join(placed)}; {whom} of this proposal "
+                f"is {host}"
             )
-        out.append(r)
     return out
+
+
+def _with_duties(
+    r: HostRole, views: list[_View], rm: RoleMap, plan: list[Placement], storage_plan: list[str]
+) -> HostRole:
+    if not r.derived:
+        return r
+    duties: list[str] = []
+    view = next((v for v in views if v.name == r.host), None)
+    vm_by_name = {vm.name: vm for vm in rm.vms}
+    for name in r.vms:
+        vm = vm_by_name.get(name)
+        if vm is not None:
+            duties.append(f"VM {name}: {', '.join(vm.services) or vm.tier}")
+    duties.extend(line for line in storage_plan if f" {r.host} " in f"{line} " and r.role != "storage")
+    if r.role == "inference" and rm.inference is not None:
+        inf = rm.inference
+        duties.append(
+            "vLLM: " + ", ".join(f"{m.name} ({_gb(m.gpu_memory_gb)} GB VRAM, port {m.port})" for m in inf.models)
+        )
+        for aux in (inf.whisper, inf.embeddings):
+            if aux is not None:
+                duties.append(
+                    f"{aux.name} on the {aux.device.upper() if aux.device == 'cpu' else 'GPU'}, port {aux.port}"
+                )
+        duties.append(f"local Redis cache (port {inf.redis_port}, {inf.redis_maxmemory_mb} MB LRU)")
+        if rm.storage is not None and rm.storage.ollama is not None:
+            duties.append(f"Ollama's models to the Storage Box ({rm.storage.ollama.remote_path}), then Ollama stopped")
+    if r.role in ("data", "application") and DATA_TIER in r.serves and rm.data is not None:
+        data_vm = rm.data.host
+        where = "here" if data_vm in r.vms or data_vm == r.host else f"on {data_vm}"
+        duties.append(
+            f"PostgreSQL {rm.data.postgres.version} and Redis {where}; nightly pg_dump to the Storage Box "
+            f"({rm.data.dump.destination})"
+        )
+    if view is not None and view.proxmox:
+        kept = [name for name, _, _, _ in view.vms if name not in vm_by_name]
+        if kept:
+            duties.append(f"keeps its VMs: {', '.join(kept)}")
+        node = view.rm_host.proxmox if view.rm_host else None
+        osd = (node is not None and node.ceph_osd) or (rm.ceph is not None and r.host in rm.ceph.osd_hosts)
+        if osd:
+            duties.append("keeps its Ceph OSD" + (" and monitor" if node is not None and node.ceph_mon else ""))
+    if r.role == "bastion" and view is not None and view.measured is not None:
+        disk = view.measured.disk
+        full = (
+            disk is not None
+            and disk.free_gb is not None
+            and disk.total_gb
+            and (disk.free_gb < DISK_FREE_WARN_GB or 100 * disk.free_gb / disk.total_gb < DISK_FREE_WARN_PCT)
+        )
+        cleanup = rm.data.cleanup if rm.data is not None else None
+        if cleanup is not None and cleanup.host == r.host:
+            duties.append(
+                f"disk clean-up ({cleanup.on_calendar}): journal to {cleanup.journal_max_mb} MB, logs older than "
+                f"{cleanup.log_max_age_days} days, unused Docker images older than {cleanup.docker_image_age_h} h"
+            )
+        elif full:
+            assert disk is not None
+            duties.append(
+                f"disk clean-up needed: {_gb(disk.free_gb or 0)} GB free of {_gb(disk.total_gb or 0)} GB "
+                "(old logs, unused Docker images); the role map has no data.cleanup for it"
+            )
+    if r.role == "storage":
+        duties.extend(storage_plan)
+        if rm.data is not None and rm.data.vzdump is not None:
+            duties.append(f"vzdump of the VMs (CIFS share {rm.data.vzdump.share}/{rm.data.vzdump.subdir})")
+        if rm.storage is not None and rm.storage.config_git is not None:
+            duties.append(f"configs to Git ({rm.storage.config_git.destination})")
+    if r.role == "backup":
+        duties.append("backups & batch: never latency-sensitive or real-time work")
+    return replace(r, duties=tuple(dict.fromkeys(duties)))
 
 
 def _storage_box(survey: Survey, rm: RoleMap, warnings: list[str]) -> HostRole:
@@ -466,35 +1021,6 @@ def _storage_box(survey: Survey, rm: RoleMap, warnings: list[str]) -> HostRole:
     return HostRole(name, "storage", spec.label, spec.serves, tuple(reasons), current_role="storage")
 
 
-def _plan(
-    views: list[_View], roles: list[HostRole], rm: RoleMap, budget: float, reference: str, warnings: list[str]
-) -> list[Placement]:
-    """The role map's VMs placed on this proposal (serves from the proposed roles, pins honoured):
-    the check that the proposal leaves every planned VM a home."""
-    serves = {r.host: r.serves for r in roles}
-    running = _running_elsewhere(views)
-    capacities = [
-        c
-        for c in (_capacity(v, rm, serves.get(v.name, ())) for v in views if v.answered and v.proxmox and not v.gpu)
-        if c is not None
-    ]
-    requests = [
-        VMRequest(vm.name, vm.tier, vm.vcpu, vm.memory_gb, vm.disk_gb, vm.latency_sensitive, vm.host)
-        for vm in rm.vms
-        if vm.name not in running
-    ]
-    if not requests:
-        return []
-    if not capacities:
-        warnings.append("no measured Proxmox node: the planned VMs cannot be placed on this proposal")
-        return []
-    try:
-        return place(requests, capacities, budget, reference).placements
-    except PlacementError as exc:
-        warnings.append(f"the planned VMs do not all fit on this proposal: {exc}")
-        return []
-
-
 def _measurement_warnings(survey: Survey, views: list[_View], reference: str, rm: RoleMap) -> list[str]:
     out: list[str] = []
     ceph_seen: dict[tuple[str, tuple[str, ...]], list[str]] = {}
@@ -518,7 +1044,7 @@ def _measurement_warnings(survey: Survey, views: list[_View], reference: str, rm
         if measured.ceph is not None and measured.ceph.status != "HEALTH_OK":
             checks = tuple(f"{c.name}" + (f" ({c.message})" if c.message else "") for c in measured.ceph.checks)
             ceph_seen.setdefault((measured.ceph.status, checks), []).append(view.name)
-        if view.loss_pct:
+        if view.loss_pct and view.loss_pct <= LOSS_LIMIT_PCT:  # above the limit: its own line, with the verdict
             out.append(f"{view.name}: {_num(view.loss_pct)} % packet loss from {reference}")
     for (status, checks), hosts in ceph_seen.items():
         out.append(f"Ceph {status}: {'; '.join(checks) or 'no check named'} (seen from {', '.join(hosts)})")
@@ -556,28 +1082,57 @@ def check_proposal(proposal: Proposal, survey: Survey, rm: RoleMap) -> list[str]
             problems.append(f"{r.host}: unknown role {r.role}")
         if not r.derived or r.role == "storage":
             continue
-        latency, _, _ = _latency(survey, reference, r.host)
-        spec = ROLES[r.role]
-        if spec.latency_sensitive and r.role != "inference" and (latency is None or latency > budget):
-            problems.append(f"{r.host}: latency-sensitive role {r.role} beyond the {_num(budget)} ms budget")
-        if r.role == "backup" and (latency is None or latency <= budget):
+        latency, loss, _ = _latency(survey, reference, r.host)
+        near = latency is not None and latency <= budget and (loss or 0) <= LOSS_LIMIT_PCT
+        if ROLES[r.role].latency_sensitive and not near:
+            problems.append(f"{r.host}: latency-sensitive role {r.role} beyond the {_num(budget)} ms budget or lossy")
+        if r.role == "backup" and near:
             problems.append(f"{r.host}: backup role although within the {_num(budget)} ms budget")
-    if proposal.app_placements:
-        # Placement takes the largest VM first, onto the eligible node with the most free RAM.
-        first = min(proposal.app_placements, key=lambda p: (-p.memory_gb, p.vm))
-        views = [_view(n, survey, rm, []) for n in survey.hosts]
-        eligible = [
-            c
-            for c in (_capacity(v, rm, ()) for v in views if v.answered and v.proxmox and not v.gpu)
-            if c is not None and c.latency_ms is not None and c.latency_ms <= budget
-        ]
-        best = min(eligible, key=lambda c: (-c.ram_available, c.name), default=None)
-        if best is not None and first.host != best.name and best.ram_available >= first.memory_gb:
-            problems.append(f"the largest app VM went to {first.host}, but {best.name} has the most free RAM")
-        if any(by_host.get(p.host) is None or by_host[p.host].role != "application" for p in proposal.app_placements):
-            problems.append("an app VM is placed on a host that is not given the application role")
+    # the reasons and the table come from one placement: every role agrees with where the VMs land
+    landed: dict[str, list[str]] = {}
+    for p in proposal.plan:
+        landed.setdefault(p.host, []).append(p.vm)
+    tier = {vm.name: vm.tier for vm in rm.vms}
+    for r in proposal.roles:
+        if not r.derived:
+            if landed.get(r.host):
+                problems.append(f"{r.host}: VMs planned on a host whose numbers are not used")
+            continue
+        if tuple(landed.get(r.host, ())) != r.vms:
+            problems.append(f"{r.host}: its role lists VMs {list(r.vms)}, the plan {landed.get(r.host, [])}")
+        tiers = {tier.get(vm) for vm in landed.get(r.host, [])}
+        if APP_TIER in tiers and r.role != "application":
+            problems.append(f"{r.host}: app VMs land there, but its role is {r.role}")
+        if r.role == "application" and APP_TIER not in tiers:
+            problems.append(f"{r.host}: application role without an app VM")
+        if r.role == "data" and DATA_TIER not in tiers:
+            problems.append(f"{r.host}: data role without the data VM")
+    # every node holds what lands on it (RAM, vCPU and disk), from fresh capacities
+    views = [_view(n, survey, rm, []) for n in survey.hosts]
+    capacities = {
+        c.name: c for c in (_capacity(v, rm, (), budget) for v in views if v.answered and v.proxmox) if c is not None
+    }
+    running = _running_elsewhere([v for v in views if v.answered])
+    for host in landed:
+        c = capacities.get(host)
+        if c is None:
+            problems.append(f"{host}: VMs planned on a host with no measured capacity")
+            continue
+        new = [p for p in proposal.plan if p.host == host and p.vm not in running]
+        ram, vcpu, disk = (sum(getattr(p, k) for p in new) for k in ("memory_gb", "vcpu", "disk_gb"))
+        if ram > c.ram_available + 1e-6 or vcpu > c.vcpu_available + 1e-6 or disk > c.disk_available + 1e-6:
+            problems.append(
+                f"{host}: {', '.join(p.vm for p in new)} need {_gb(ram)} GB RAM, {vcpu} vCPU, {_gb(disk)} GB disk; "
+                f"it has {describe(c)}"
+            )
     for p in proposal.plan:
         vm = next((v for v in rm.vms if v.name == p.vm), None)
         if vm is not None and vm.latency_sensitive and by_host.get(p.host) and by_host[p.host].role == "backup":
             problems.append(f"{p.vm}: latency-sensitive VM planned on the far host {p.host}")
+    for r in proposal.roles:
+        if r.role == "inference" and r.derived:
+            view = next((v for v in views if v.name == r.host), None)
+            ok, why = gpu_verdict(view, rm, budget) if view is not None else (False, "not measured")
+            if not ok:
+                problems.append(f"{r.host}: inference, but {why}")
     return problems

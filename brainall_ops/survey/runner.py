@@ -114,6 +114,8 @@ def _probe_calls(
         "disk": (facts.DiskSpace, {"bound_s": probe_s, "path": "/"}, probe_s),
         "gpu": (facts.GPU, {"bound_s": probe_s}, probe_s),
         "proxmox": (facts.Proxmox, {"bound_s": probe_s}, probe_s),
+        "vm_storage": (facts.VMStorage, {"bound_s": probe_s}, probe_s),
+        "identity": (facts.Identity, {"bound_s": probe_s}, probe_s),
         "ceph": (facts.Ceph, {"bound_s": probe_s}, probe_s),
     }
     box = selection.storagebox
@@ -320,6 +322,8 @@ _SECTION_MODELS: dict[str, Any] = {
     "disk": m.DiskSpace,
     "disk_speed": m.DiskSpeed,
     "proxmox": m.Proxmox,
+    "vm_storage": m.VMStorage,
+    "identity": m.Identity,
     "ceph": m.Ceph,
     "storagebox": m.Reachability,
 }

@@ -34,6 +34,7 @@ import pytest
 
 from brainall_ops.rolemap import BUILTIN_ROLEMAP, REPO_ROOT, load_rolemap, parse_rolemap
 from brainall_ops.survey.measurements import Survey, load_survey
+from brainall_ops.survey.rolemap_edit import RoleMapEditError, edit_measured, measured_updates, validate_text
 from brainall_ops.survey.roles import check_proposal, propose_roles
 from tests.integration import lab_fixture
 from tests.integration.lab_fixture import Lab
@@ -218,6 +219,9 @@ def test_survey_measures_every_lab_host_and_writes_the_file(lab: Lab, measured) 
         else:
             assert h.gpu is None and "nvidia-smi" in h.absent["gpu"]
         assert h.proxmox is None and "pvesh" in h.absent["proxmox"]
+        assert h.vm_storage is None and "pvesm" in h.absent["vm_storage"]
+        assert h.identity is not None and h.identity.machine_id == host.check_output("cat /etc/machine-id")
+        assert lab.address(name) in h.identity.addresses
         if not host.exists("ceph"):
             assert h.absent["ceph"] == "no ceph command"
         # the disk test's file and the latency probe's directory are gone
@@ -300,8 +304,10 @@ def test_roles_on_the_lab_measurements_is_a_valid_proposal(lab: Lab, measured, t
         elif latency > rm.placement.latency_budget_ms:
             expected = ("backup",)
         else:
-            expected = ("application", "data")
+            # roles follow from where the VMs land (issue 23): a near node with none is spare
+            expected = ("application", "data", "spare")
         assert proposal.role_of(name).role in expected, (name, latency)
+        assert proposal.role_of(name).vms == tuple(p.vm for p in proposal.plan if p.host == name)
 
     result = subprocess.run(
         [str(CLI), "roles", "-m", str(out)], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60, check=False
@@ -330,6 +336,14 @@ def test_roles_on_the_lab_measurements_is_a_valid_proposal(lab: Lab, measured, t
         timeout=60,
         check=False,
     )
+    # --write never writes a map `validate` refuses (issue 23): the lab's numbers (this machine's RAM,
+    # shared by every lab host) may leave the VMs nowhere; then it says so and writes nothing
+    try:
+        validate_text(edit_measured(BUILTIN_ROLEMAP.read_text(), measured_updates(survey, rm)), "fleet.yaml")
+    except RoleMapEditError:
+        assert written.returncode == 1 and "would fail validate" in written.stderr, written.stderr
+        assert copy.read_text() == BUILTIN_ROLEMAP.read_text()
+        return
     assert written.returncode == 0, written.stderr
     new = parse_rolemap(copy.read_text(), "fleet.yaml")
     bastion = survey.hosts["bastion"]

@@ -114,3 +114,26 @@ def test_survey_never_writes_over_the_role_map_and_checks_its_inputs_first() -> 
     assert "expected ADDRESS:PORT" in line
     existing = one_error_line(run("survey", "-i", "inventories/lab.py", "--out", "README.md"))
     assert existing == "error: README.md exists: choose another --out, or --force to replace it"
+
+
+FLEETS = Path(__file__).parent / "fixtures" / "survey" / "fleets"
+
+
+def test_roles_write_on_a_standard_proxmox_layout_keeps_the_map_valid(tmp_path: Path) -> None:
+    copy = tmp_path / "fleet.yaml"
+    copy.write_text((FLEETS / "rolemap-fleet-a.yaml").read_text())
+    result = run("roles", "-m", str(FLEETS / "fleet-a-small-root-lvm.yaml"), "--rolemap", str(copy), "--write", "-y")
+    assert result.returncode == 0, result.stderr
+    assert "disk_free_gb: 1632" in copy.read_text() and "disk_free_gb: 3.2" not in copy.read_text()
+    valid = run("validate", "--rolemap", str(copy))
+    assert valid.returncode == 0 and valid.stdout.strip().endswith("ok (7 hosts, 4 VMs)"), valid.stderr
+    # numbers the VMs do not fit: one line, and the file untouched
+    data = yaml.safe_load((FLEETS / "fleet-a-small-root-lvm.yaml").read_text())
+    for host in ("pve-a1", "pve-a2", "pve-a3"):
+        data["hosts"][host]["memory"]["available_gb"] = 20
+    tight = tmp_path / "tight.yaml"
+    tight.write_text(yaml.safe_dump(data))
+    before = copy.read_text()
+    line = one_error_line(run("roles", "-m", str(tight), "--rolemap", str(copy), "--write", "-y"))
+    assert "with these measured: values the role map would fail validate" in line and "nothing written" in line
+    assert copy.read_text() == before

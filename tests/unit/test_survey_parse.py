@@ -338,3 +338,100 @@ def test_latency_to_loopback_targets(listener: int) -> None:
     refused = run_fact(facts.Latency(), bound_s=20, targets=["127.0.0.1"], count=2, port=closed_port(), method="tcp")
     lost = refused.value["targets"]["127.0.0.1"]
     assert (lost["received"], lost["loss_pct"], lost["reason"]) == (0, 100.0, "connection refused")
+
+
+# --------------------------------------------------------------------------- issue 23: what placement uses
+def test_pvesm_status_and_lvs_thin_pools() -> None:
+    storages = parse.parse_pvesm_status((FIXTURES / "pvesm-status.txt").read_text().splitlines())
+    by_name = {s["name"]: s for s in storages}
+    assert by_name["local-lvm"] == {
+        "name": "local-lvm",
+        "type": "lvmthin",
+        "status": "active",
+        "source": "pvesm",
+        "total_gb": 1632.0,
+        "used_gb": 64.0,
+        "free_gb": 1568.0,
+    }
+    assert by_name["local"]["total_gb"] == 93.93 and by_name["box-vzdump"]["status"] == "inactive"
+    with pytest.raises(ProbeOutputError, match="no header"):
+        parse.parse_pvesm_status(["local dir active 1 2 3 1%"])
+    pools = parse.parse_lvs_thin_pools((FIXTURES / "lvs-thin.txt").read_text().splitlines())
+    assert pools == [
+        {
+            "name": "pve/data",
+            "type": "lvmthin",
+            "status": "active",
+            "source": "lvs",
+            "total_gb": 1632.0,
+            "used_gb": 63.97,
+            "free_gb": 1568.03,
+        }
+    ]
+    with pytest.raises(ProbeOutputError, match="not a percentage"):
+        parse.parse_lvs_thin_pools(["  pve|data|twi-aotz--|1752346656768|130.0"])
+
+
+def test_vm_storage_fact_reads_pvesm_and_lvs_sections_and_says_when_pvesm_hung() -> None:
+    pvesm = (FIXTURES / "pvesm-status.txt").read_text().splitlines()
+    lvs = (FIXTURES / "lvs-thin.txt").read_text().splitlines()
+    both = facts.VMStorage().process(
+        ["@bound=20", "@@pvesm@@", *pvesm, "@pvesm_rc=0", "@@lvs@@", *lvs, "@lvs_rc=0", "@rc=0"]
+    )
+    assert both.ok and [s["name"] for s in both.value["storages"]] == ["box-vzdump", "local", "local-lvm", "pve/data"]
+    hung = facts.VMStorage().process(["@bound=20", "@@pvesm@@", "@pvesm_rc=124", "@@lvs@@", *lvs, "@lvs_rc=0", "@rc=0"])
+    assert hung.ok and hung.value["problems"] == ["pvesm status hung (cut)"]
+    assert [s["name"] for s in hung.value["storages"]] == ["pve/data"]
+    neither = facts.VMStorage().process(["@bound=20", "@@pvesm@@", "@pvesm_rc=2", "@rc=0"])
+    assert neither.status == "error" and "pvesm status failed (rc 2)" in neither.reason
+    absent = run_fact(facts.VMStorage(), bound_s=10)  # this machine is no Proxmox node
+    assert absent.status == "absent" and "pvesm" in absent.reason
+
+
+def test_lspci_shows_nvidia_cards_without_their_driver() -> None:
+    lines = (FIXTURES / "lspci-k-a100.txt").read_text().splitlines()
+    cards = parse.parse_lspci_gpus(lines)
+    assert cards == [
+        {
+            "model": "NVIDIA GA100 [A100 PCIe 40GB]",
+            "vram_gb": 40.0,
+            "driver": None,
+            "cuda": None,
+            "source": "lspci",
+            "pci_slot": "41:00.0",
+            "kernel_driver": "nouveau",
+        },
+        {
+            "model": "NVIDIA TU117 [GeForce GTX 1650]",
+            "vram_gb": None,
+            "driver": None,
+            "cuda": None,
+            "source": "lspci",
+            "pci_slot": "c1:00.0",
+            "kernel_driver": None,
+        },
+    ]
+    outcome = facts.GPU().process(["@bound=20", "@source=lspci", *lines, "@rc=0"])
+    assert outcome.ok and [c["model"] for c in outcome.value["cards"]] == [c["model"] for c in cards]
+    none = facts.GPU().process(
+        ["@bound=20", "@absent=no nvidia-smi (no NVIDIA GPU driver); lspci lists no NVIDIA device", "@rc=0"]
+    )
+    assert none.status == "absent" and "lspci lists no NVIDIA device" in none.reason
+
+
+def test_identity_machine_id_and_global_addresses() -> None:
+    lines = (FIXTURES / "ip-o-addr.txt").read_text().splitlines()
+    identity = parse.parse_identity({"machine_id": ["0A1B2C3D4E5F40718293A4B5C6D7E8F9"]}, lines)
+    # loopback, link-local and docker0 (172.17.0.1 on every Docker host) are no evidence of identity
+    assert identity == {
+        "machine_id": "0a1b2c3d4e5f40718293a4b5c6d7e8f9",
+        "addresses": ["95.216.10.6", "2a01:4f9:3a:1234::2", "10.20.0.11"],
+    }
+    assert parse.parse_identity({"hostname_i": ["10.20.0.12 172.17.0.1 "]}, []) == {
+        "machine_id": None,
+        "addresses": ["10.20.0.12"],
+    }
+    with pytest.raises(ProbeOutputError, match="32 hex digits"):
+        parse.parse_identity({"machine_id": ["uninitialized"]}, [])
+    here = run_fact(facts.Identity(), bound_s=10)
+    assert here.ok and here.value["machine_id"] == Path("/etc/machine-id").read_text().strip()

@@ -109,7 +109,9 @@ def test_more_free_ram_on_prox101_moves_the_app_vms_there_as_far_as_its_vcpus_go
     assert proposal.table()["prox-101"] == "application" and proposal.role_of("prox-101").differs
 
 
-def test_app_vms_that_fit_on_no_single_node_spread_and_the_data_tier_follows(rm) -> None:
+def test_app_vms_that_fit_on_no_single_node_spread_and_say_so(rm) -> None:
+    # issue 23: roles follow from where the VMs land; the data VM that fits nowhere is a warning,
+    # not a data role handed to a node that cannot hold it
     data = seed_data()
     data["hosts"]["prox-106"]["memory"]["available_gb"] = 30  # 17.6 GB after headroom
     proposal = propose(data, rm)
@@ -120,8 +122,17 @@ def test_app_vms_that_fit_on_no_single_node_spread_and_the_data_tier_follows(rm)
     }
     for host in ("prox-101", "prox-106"):
         role = proposal.role_of(host)
-        assert role.role == "application" and role.serves == ("app", "data")
-        assert "no other Proxmox node within the budget: it takes the data tier too" in sources(proposal, host)
+        assert role.role == "application" and role.serves == ("app",)
+    assert any(
+        w.startswith("the app tier (vm-brainall-api, vm-brainall-workers, vm-brainall-nginx: 28 vCPU, 56 GB RAM")
+        and w.endswith("fits on no single node: spread over prox-101, prox-106")
+        for w in proposal.warnings
+    )
+    assert any(
+        w.startswith("the data VMs fit on no Proxmox node within the budget: vm-brainall-db fits on no")
+        for w in proposal.warnings
+    )
+    assert not any(r.role == "data" for r in proposal.roles)
 
 
 def test_app_vms_that_fit_nowhere_are_a_warning_not_a_crash(rm) -> None:
@@ -137,7 +148,9 @@ def test_a_close_frankfurt_is_no_longer_the_backup_site(rm) -> None:
     data = seed_data()
     data["latency"]["gpu"]["prox-102"]["avg_ms"] = 0.9
     proposal = propose(data, rm)
-    assert proposal.table()["prox-102"] == "data"
+    # issue 23: the data VM goes to prox-101 (more free RAM); nothing lands on prox-102: spare, said so
+    assert proposal.table()["prox-101"] == "data" and proposal.table()["prox-102"] == "spare"
+    assert "no planned VM lands here: spare Proxmox capacity within the budget" in sources(proposal, "prox-102")
     assert "no host lies beyond the 2 ms budget: no far site for backups & batch" in proposal.warnings
 
 
@@ -191,9 +204,18 @@ def test_survey_and_role_map_disagreeing_on_the_gpu_is_a_warning(rm) -> None:
     del data["hosts"]["gpu"]["gpu"]
     data["hosts"]["gpu"]["absent"]["gpu"] = "no nvidia-smi (no NVIDIA GPU driver)"
     proposal = propose(data, rm)
-    assert proposal.table()["gpu"] == "bastion"  # no GPU measured: not an inference host
-    assert "no host has a GPU: no host gets inference" in proposal.warnings
+    # issue 23: the role map's card without nvidia-smi is "GPU present, driver missing", not a sandbox
+    assert proposal.table()["gpu"] == "gpu-driver-missing"
+    assert proposal.role_of("gpu").label == "GPU present, driver missing"
+    assert any(
+        w.startswith("no GPU can serve the role map's models: no host gets inference") for w in proposal.warnings
+    )
     assert any(w.startswith("gpu: the role map lists a NVIDIA RTX 6000 Ada") for w in proposal.warnings)
+    # and with lspci saying there is no NVIDIA device at all, it is no GPU host: spare, not a sandbox
+    data["hosts"]["gpu"]["absent"]["gpu"] = "no nvidia-smi (no NVIDIA GPU driver); lspci lists no NVIDIA device"
+    proposal = propose(data, rm)
+    assert proposal.table()["gpu"] == "spare"
+    assert "no host has a GPU: no host gets inference" in proposal.warnings
 
 
 def test_running_vms_seen_by_the_survey_decide_mail(rm) -> None:
