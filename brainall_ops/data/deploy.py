@@ -26,9 +26,9 @@ from brainall_ops.data.logic import (
 from brainall_ops.data.operations import postgres_database, postgres_role
 from brainall_ops.data.rendering import TEMPLATES, template_path
 from brainall_ops.data.secrets import DB_APP_PASSWORD_ENV, REDIS_PASSWORD_ENV, required_secret
-from brainall_ops.deploy_context import environment_for, rolemap_for
 from brainall_ops.errors import BrainallError
 from brainall_ops.rolemap.models import BastionCleanup
+from brainall_ops.shared.deploy_context import environment_for, rolemap_for
 from brainall_ops.storage.deploy import box_access, timer_job
 from brainall_ops.storage.operations import box_reachable, secret_file
 from brainall_ops.storage.secrets import Secret, box_password

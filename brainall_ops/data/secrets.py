@@ -1,7 +1,7 @@
 """The data tier's secrets: the app role's PostgreSQL password and the Redis password.
 
 Each comes from an environment variable or from a file named by `<VAR>_FILE` (the rule and the
-masked `Secret` are brainall_ops.secrets'); these two must also be one word of 12 or more.
+masked `Secret` are brainall_ops.shared.secrets'); these two must also be one word of 12 or more.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from brainall_ops.errors import BrainallError
-from brainall_ops.secrets import Secret
-from brainall_ops.secrets import secret_from as _secret_from
+from brainall_ops.shared.secrets import Secret
+from brainall_ops.shared.secrets import secret_from as _secret_from
 
 DB_APP_PASSWORD_ENV = "BRAINALL_DB_APP_PASSWORD"
 REDIS_PASSWORD_ENV = "BRAINALL_REDIS_PASSWORD"

@@ -25,7 +25,7 @@ class LiveTable:
 def _targets(rm: RoleMap, environment: str, names: list[str]) -> dict[str, SshTarget]:
     eps = endpoints(rm, environment)
     if environment == LAB:
-        from brainall_ops.deploy_context import lab_dir
+        from brainall_ops.shared.deploy_context import lab_dir
 
         state = lab_dir()
         return {

@@ -18,9 +18,9 @@ from pyinfra.api import OperationError, deploy
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import apt, files, server, systemd
 
-from brainall_ops.deploy_context import environment_for, rolemap_for
 from brainall_ops.errors import BrainallError
 from brainall_ops.rolemap.environment import PRODUCTION
+from brainall_ops.shared.deploy_context import environment_for, rolemap_for
 from brainall_ops.storage.facts import SshdPorts
 from brainall_ops.storage.logic import SCRIPT_DIR, box_endpoint
 from brainall_ops.storage.operations import lab_chroot_populated, secret_file

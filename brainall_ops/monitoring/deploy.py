@@ -19,7 +19,6 @@ from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from brainall_ops.data.secrets import required_secret
-from brainall_ops.deploy_context import environment_for, rolemap_for
 from brainall_ops.errors import BrainallError
 from brainall_ops.monitoring.logic import (
     ALERT_RULES,
@@ -45,7 +44,8 @@ from brainall_ops.monitoring.logic import (
     prometheus_config,
     prometheus_defaults,
 )
-from brainall_ops.secrets import Secret
+from brainall_ops.shared.deploy_context import environment_for, rolemap_for
+from brainall_ops.shared.secrets import Secret
 from brainall_ops.storage.operations import secret_file
 
 STAGING = "/etc/brainall/monitoring"

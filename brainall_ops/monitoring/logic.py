@@ -135,7 +135,7 @@ PANELS: tuple[tuple[str, str, str], ...] = (
 
 # --------------------------------------------------------------------------- rendering
 def render(name: str, **context: Any) -> str:
-    from brainall_ops.templating import environment
+    from brainall_ops.shared.templating import environment
 
     return environment("monitoring").get_template(name).render(**context)
 

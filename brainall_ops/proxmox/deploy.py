@@ -34,13 +34,13 @@ from typing import Any
 from pyinfra.api import OperationError, deploy
 from pyinfra.context import host
 
-from brainall_ops.data.vzdump import VzdumpSpec, vzdump_spec
-from brainall_ops.deploy_context import environment_for, rolemap_for
 from brainall_ops.errors import BrainallError
 from brainall_ops.proxmox import operations, vzdump
 from brainall_ops.proxmox.client import ConnectionSettings, connection_settings
 from brainall_ops.proxmox.secrets import read_token_secret
 from brainall_ops.proxmox.spec import VMSpec, read_ssh_keys, vm_specs
+from brainall_ops.proxmox.vzdump_spec import VzdumpSpec, vzdump_spec
+from brainall_ops.shared.deploy_context import environment_for, rolemap_for
 
 
 @dataclass(frozen=True)

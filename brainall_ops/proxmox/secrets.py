@@ -1,7 +1,7 @@
 """The Proxmox API token secret: from the environment or a secret file, never printed.
 
 `BRAINALL_PROXMOX_TOKEN_SECRET` holds the secret itself; `BRAINALL_PROXMOX_TOKEN_FILE` names a
-file holding it (brainall_ops.secrets has the rule: a regular file of ours, outside the repository,
+file holding it (brainall_ops.shared.secrets has the rule: a regular file of ours, outside the repository,
 mode 0600 or 0400, and the masked `Secret`). Every message that leaves the client goes through
 `scrub`, because proxmoxer and requests can put the `Authorization` header or request data into
 their exceptions.
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from brainall_ops.errors import BrainallError
-from brainall_ops.secrets import MASK, Secret, one_line, secret_from
+from brainall_ops.shared.secrets import MASK, Secret, one_line, secret_from
 
 __all__ = ["SECRET_ENV", "SECRET_FILE_ENV", "Secret", "SecretError", "read_token_secret", "scrub"]
 

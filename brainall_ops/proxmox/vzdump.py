@@ -1,7 +1,7 @@
 """vzdump of the VMs to the Storage Box, through the Proxmox API (phase 2, controller-side).
 
 Two pyinfra operations, run once per cluster on the role map's `proxmox.api_host`, from the
-role map's `data.vzdump` (values from `brainall_ops.data.vzdump`, one place for them):
+role map's `data.vzdump` (values from `brainall_ops.proxmox.vzdump_spec`, one place for them):
 
 - `vzdump_storage`: a `cifs` storage on the box's share (`POST /storage`, or `PUT` of what
   differs). The box password (`brainall_ops.storage.secrets.box_password`) travels only in that
@@ -32,12 +32,12 @@ from pyinfra.api.state import State
 from pyinfra.context import host as current_host
 from pyinfra.context import state as current_state
 
-from brainall_ops.data.vzdump import VzdumpPlan, VzdumpSpec, plan_job, plan_storage
 from brainall_ops.errors import BrainallError
 from brainall_ops.proxmox.client import ConnectionSettings, ProxmoxClient, ProxmoxError
 from brainall_ops.proxmox.facts import BackupJob, StorageConfig, client_for, get_api_fact, read_backup_job, read_storage
 from brainall_ops.proxmox.operations import report_failure
 from brainall_ops.proxmox.secrets import scrub
+from brainall_ops.proxmox.vzdump_spec import VzdumpPlan, VzdumpSpec, plan_job, plan_storage
 from brainall_ops.storage.secrets import PASSWORD_ENV, PASSWORD_FILE_ENV, Secret, box_password
 
 ROTATE_OPTION = "brainall_proxmox_rotate_box_password"
@@ -80,7 +80,7 @@ def vzdump_storage(
     """
     Ensure the CIFS storage vzdump writes to exists on the Storage Box's share, as the role map says.
 
-    + spec: the storage and job (`brainall_ops.data.vzdump.VzdumpSpec`)
+    + spec: the storage and job (`brainall_ops.proxmox.vzdump_spec.VzdumpSpec`)
     + connection: how to reach the Proxmox API
     + rotate_password: send the box password again (PVE never shows it, so a change cannot be seen)
     """
@@ -101,7 +101,7 @@ def vzdump_job(spec: VzdumpSpec, connection: ConnectionSettings) -> Iterator[Fun
     """
     Ensure the vzdump job backs the VMs up to the Storage Box storage, as the role map says.
 
-    + spec: the storage and job (`brainall_ops.data.vzdump.VzdumpSpec`)
+    + spec: the storage and job (`brainall_ops.proxmox.vzdump_spec.VzdumpSpec`)
     + connection: how to reach the Proxmox API
     """
     try:

@@ -64,20 +64,22 @@ def one_line(value: str, origin: str) -> str:
     return value
 
 
-def _repo_root() -> Path:
-    from brainall_ops.rolemap.loader import REPO_ROOT
+def _fleet_root() -> Path | None:
+    from brainall_ops.rolemap.loader import FLEET_ROOT
 
-    return REPO_ROOT
+    return FLEET_ROOT
 
 
 def read_secret_file(path: Path, origin: str, repo_root: Path | None = None) -> str:
-    """The text of a secret file: ours, closed to everyone else, outside the repository.
+    """The text of a secret file: ours, closed to everyone else, outside the fleet repository
+    (`repo_root`, default the one the toolkit runs in; outside any, that check has no object).
 
     One trailing newline (what editors and `echo >` leave) is not part of the secret.
     """
-    root = (repo_root or _repo_root()).resolve()
+    root = repo_root or _fleet_root()
+    root = root.resolve() if root is not None else None
     resolved = path.expanduser().resolve()
-    if resolved.is_relative_to(root):
+    if root is not None and resolved.is_relative_to(root):
         raise BrainallError(f"{origin}: the secret file is inside the repository ({root}); keep it outside")
     try:
         info = resolved.stat()

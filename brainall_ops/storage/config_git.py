@@ -44,7 +44,7 @@ def _etc_relative(path: str) -> str:
 BUILTIN_EXCLUDES: tuple[str, ...] = (
     "/pve/",
     _etc_relative(CLIENT_DIR) + "/",
-    "/brainall/storagebox-lab/",  # the lab box's password (lab_box.PASSWORD_FILE's directory)
+    "/brainall/storagebox-lab/",  # the lab box's password (brainall_ops.lab.storagebox.PASSWORD_FILE's directory)
     *sorted({_etc_relative(REDIS_AUTH), _etc_relative(REDIS_AUTH_CONF)}),
     "/shadow",
     "/shadow-",

@@ -1,12 +1,12 @@
 """The Storage Box password: `BRAINALL_STORAGEBOX_PASSWORD` or a secret file named by
-`BRAINALL_STORAGEBOX_PASSWORD_FILE` (brainall_ops.secrets has the rule and the masked `Secret`)."""
+`BRAINALL_STORAGEBOX_PASSWORD_FILE` (brainall_ops.shared.secrets has the rule and the masked `Secret`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
 
-from brainall_ops.secrets import MASK, Secret, one_line, read_secret_file, secret_from
+from brainall_ops.shared.secrets import MASK, Secret, one_line, read_secret_file, secret_from
 
 __all__ = ["MASK", "PASSWORD_ENV", "PASSWORD_FILE_ENV", "Secret", "box_password", "read_password_file"]
 

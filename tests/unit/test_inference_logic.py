@@ -1,6 +1,6 @@
 """Phase 3 logic: the GPU facts parser and refusals, what each vLLM unit runs, the overrides.
 
-No vLLM here: nvidia-smi is the test stand-in (tests/integration/standins/nvidia-smi), run through
+No vLLM here: nvidia-smi is the test stand-in (brainall_ops/lab/standins/nvidia-smi), run through
 the fact's own shell command.
 """
 
@@ -32,10 +32,11 @@ from brainall_ops.inference.logic import (
     version_tuple,
     vram_budget,
 )
+from brainall_ops.lab import standins
 from brainall_ops.rolemap import BUILTIN_ROLEMAP, load_rolemap, parse_rolemap
-from brainall_ops.rolemap.loader import REPO_ROOT
+from brainall_ops.shared.templating import template_dir
 
-STANDINS = REPO_ROOT / "tests" / "integration" / "standins"
+STANDINS = Path(standins.__file__).parent
 RM = load_rolemap()
 INF = RM.inference
 assert INF is not None
@@ -188,7 +189,7 @@ def test_rsync_never_keeps_owners_and_mirrors_only_the_local_copy() -> None:
 
 
 def test_the_unit_template_renders_the_long_start_and_restart_on_failure() -> None:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(REPO_ROOT / "templates" / "inference"))
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir("inference")))
     text = env.get_template("vllm.service.j2").render(
         what="x",
         description="vLLM model %i",
