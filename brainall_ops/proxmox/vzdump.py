@@ -4,7 +4,7 @@ Two pyinfra operations, run once per cluster on the role map's `proxmox.api_host
 role map's `data.vzdump` (values from `brainall_ops.proxmox.vzdump_spec`, one place for them):
 
 - `vzdump_storage`: a `cifs` storage on the box's share (`POST /storage`, or `PUT` of what
-  differs). The box password (`brainall_ops.storage.secrets.box_password`) travels only in that
+  differs). The box password (`brainall_ops.shared.secrets.STORAGEBOX_PASSWORD`) travels only in that
   request's body: never in an operation's arguments, output, the plan or an exception. PVE keeps
   it in /etc/pve/priv/storage/ID.pw and never returns it, so a changed password cannot be
   detected: after rotating it on the box, run phase 2 with
@@ -36,22 +36,15 @@ from brainall_ops.errors import BrainallError
 from brainall_ops.proxmox.client import ConnectionSettings, ProxmoxClient, ProxmoxError
 from brainall_ops.proxmox.facts import BackupJob, StorageConfig, client_for, get_api_fact, read_backup_job, read_storage
 from brainall_ops.proxmox.operations import report_failure
-from brainall_ops.proxmox.secrets import scrub
 from brainall_ops.proxmox.vzdump_spec import VzdumpPlan, VzdumpSpec, plan_job, plan_storage
-from brainall_ops.storage.secrets import PASSWORD_ENV, PASSWORD_FILE_ENV, Secret, box_password
+from brainall_ops.shared.secrets import STORAGEBOX_PASSWORD, Secret, scrub
 
 ROTATE_OPTION = "brainall_proxmox_rotate_box_password"
 _said: set[tuple[str, str]] = set()
 
 
 def needs_password(reason: str) -> Secret:
-    password = box_password()
-    if password is None:
-        raise BrainallError(
-            f"{reason} needs the Storage Box password: set {PASSWORD_ENV} or {PASSWORD_FILE_ENV} "
-            "(a file outside the repo, mode 0600)"
-        )
-    return password
+    return STORAGEBOX_PASSWORD.require(what=reason)
 
 
 def _announce(plan: VzdumpPlan) -> bool:
@@ -121,7 +114,7 @@ def converge_storage(
     password: Secret | None = None
     try:
         client = client_for(connection, owner=f"host:{host.name}")
-        password = box_password()
+        password = STORAGEBOX_PASSWORD.read()
         done = StorageConverger(client, spec, rotate_password, password).run()
     except BrainallError as exc:
         # The client scrubs the token; the box password is scrubbed here, whatever the error says.

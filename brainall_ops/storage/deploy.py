@@ -27,6 +27,7 @@ from brainall_ops.shared import converge
 from brainall_ops.shared.converge import Gate, source_digest
 from brainall_ops.shared.converge import Probe as StateProbe
 from brainall_ops.shared.deploy_context import environment_for, rolemap_for
+from brainall_ops.shared.secrets import STORAGEBOX_PASSWORD, Secret
 from brainall_ops.storage.config_git import GITIGNORE, ConfigGitJob, config_git_job_for
 from brainall_ops.storage.config_git import LOG as CONFIG_GIT_LOG
 from brainall_ops.storage.config_git import PACKAGES as CONFIG_GIT_PACKAGES
@@ -61,17 +62,10 @@ from brainall_ops.storage.operations import (
     ssh_keypair,
 )
 from brainall_ops.storage.rendering import TEMPLATES, jinja_env, template_path
-from brainall_ops.storage.secrets import Secret, box_password
 
 
 def _password(reason: str, required: bool) -> Secret | None:
-    password = box_password()
-    if password is None and required:
-        raise BrainallError(
-            f"{reason} needs the Storage Box password: set BRAINALL_STORAGEBOX_PASSWORD "
-            "or BRAINALL_STORAGEBOX_PASSWORD_FILE (a file outside the repo, mode 0600)"
-        )
-    return password
+    return STORAGEBOX_PASSWORD.require(what=reason) if required else STORAGEBOX_PASSWORD.read()
 
 
 # The code and templates the operations come from: a new release declares them again once.

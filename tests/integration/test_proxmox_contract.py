@@ -24,10 +24,10 @@ from brainall_ops.planning.plan import PlanContext
 from brainall_ops.proxmox.client import ENDPOINTS, ConnectionSettings, ProxmoxClient, ProxmoxError
 from brainall_ops.proxmox.operations import Converger
 from brainall_ops.proxmox.plan import plan_changes
-from brainall_ops.proxmox.secrets import Secret
 from brainall_ops.proxmox.spec import read_ssh_keys, vm_specs
 from brainall_ops.proxmox.vzdump import StorageConverger, converge_job_with
 from brainall_ops.proxmox.vzdump_spec import vzdump_spec
+from brainall_ops.shared.secrets import Secret
 
 # ../shared beside the checkout, as on the build machines and in CI
 OFFICIAL = Path(__file__).resolve().parents[3] / "shared" / "pve-api" / "pve-api-9.1.3.json"

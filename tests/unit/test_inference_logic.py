@@ -279,10 +279,11 @@ def test_cpu_services_need_a_cpu_runtime() -> None:
 
 # --------------------------------------------------------------------------- the Redis password
 def test_the_redis_password_comes_from_the_environment_or_a_file(tmp_path: Path) -> None:
-    assert redis_password({REDIS_PASSWORD_ENV: "a" * 16}) == "a" * 16
+    assert redis_password({REDIS_PASSWORD_ENV: "a" * 16}).reveal() == "a" * 16
     secret = tmp_path / "redis.secret"
     secret.write_text("b" * 20 + "\n")
-    assert redis_password({REDIS_PASSWORD_FILE_ENV: str(secret)}) == "b" * 20
+    secret.chmod(0o600)  # the one rule: a secret file is closed to group and others
+    assert redis_password({REDIS_PASSWORD_FILE_ENV: str(secret)}).reveal() == "b" * 20
 
 
 def test_a_missing_or_bad_redis_password_is_refused_without_showing_it() -> None:

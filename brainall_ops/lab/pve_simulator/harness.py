@@ -200,7 +200,7 @@ class Fleet:
 
     def client(self) -> Any:
         from brainall_ops.proxmox.client import ConnectionSettings, ProxmoxClient
-        from brainall_ops.proxmox.secrets import Secret
+        from brainall_ops.shared.secrets import Secret
 
         settings = ConnectionSettings(
             url=self.simulator.url, token_id=self.token_id, verify=str(self.simulator.ca_file)
