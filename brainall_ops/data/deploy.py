@@ -29,8 +29,7 @@ from brainall_ops.errors import BrainallError
 from brainall_ops.rolemap.models import BastionCleanup
 from brainall_ops.shared.deploy_context import environment_for, rolemap_for
 from brainall_ops.shared.secrets import DB_APP_PASSWORD, REDIS_PASSWORD, STORAGEBOX_PASSWORD, Secret
-from brainall_ops.storage.deploy import box_access, timer_job
-from brainall_ops.storage.operations import box_reachable, secret_file
+from brainall_ops.storage import box_access, box_reachable, secret_file, timer_job
 
 
 def _guarded(body) -> None:  # type: ignore[no-untyped-def]

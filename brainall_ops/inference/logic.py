@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from brainall_ops.errors import BrainallError, RoleMapError
 from brainall_ops.rolemap.models import AuxService, Inference, RoleMap, ServedModel
-from brainall_ops.shared.secrets import INFERENCE_REDIS_PASSWORD, Secret
+from brainall_ops.shared.secrets import INFERENCE_REDIS_PASSWORD, REDIS_AUTH_FILE, Secret
 
 # A YAML mapping merged over the role map's `inference:` section, for sites (and the lab tests)
 # that need another package index, Storage Box path or timeouts without editing the role map.
@@ -32,7 +32,7 @@ APT_PACKAGES = ("python3-venv", "rsync", "redis-server")
 # the role map, the plan or any output; written to the host in a 0600 file).
 REDIS_PASSWORD_ENV = INFERENCE_REDIS_PASSWORD.variable
 REDIS_PASSWORD_FILE_ENV = INFERENCE_REDIS_PASSWORD.file_variable
-REDIS_AUTH_CONF = "/etc/redis/brainall-auth.conf"
+REDIS_AUTH_CONF = REDIS_AUTH_FILE
 # Tolerance between the role map's hardware.gpu.vram_gb and what nvidia-smi reports (the
 # benchmark's "49 GB" is nvidia-smi's 49140 MiB read as decimal GB: 48.0 GiB).
 VRAM_TOLERANCE = 0.10

@@ -44,7 +44,7 @@ from brainall_ops.monitoring.logic import (
 )
 from brainall_ops.shared.deploy_context import environment_for, rolemap_for
 from brainall_ops.shared.secrets import GRAFANA_ADMIN_PASSWORD, Secret
-from brainall_ops.storage.operations import secret_file
+from brainall_ops.storage import secret_file
 
 STAGING = "/etc/brainall/monitoring"
 

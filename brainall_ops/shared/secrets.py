@@ -209,6 +209,9 @@ INFERENCE_REDIS_PASSWORD = Declared(
     missing="set {variable} (or {file_variable}): the inference cache listens on the vSwitch "
     "and takes no connection there without a password",
 )
+# Where a secret lands on a host (outside any Git history: storage's config_git excludes it).
+REDIS_AUTH_FILE = "/etc/redis/brainall-auth.conf"  # requirepass, the data tier's and the inference cache's
+
 DECLARED = (
     PROXMOX_TOKEN,
     STORAGEBOX_PASSWORD,
