@@ -28,9 +28,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from brainall_ops.backends.cluster import Cluster, open_cluster  # noqa: E402
-from brainall_ops.backends.load import BackgroundLoad, LoadResult, run_load  # noqa: E402
 from brainall_ops.backends.remote import load_inventory  # noqa: E402
 from brainall_ops.backends.spec import Mode, cluster_spec  # noqa: E402
+from brainall_ops.lab.load import BackgroundLoad, LoadResult, run_load  # noqa: E402
 from brainall_ops.rolemap import load_rolemap  # noqa: E402
 
 

@@ -27,8 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from brainall_ops.proxmox.simulator import Settings  # noqa: E402 - the repo is on sys.path now
-from brainall_ops.proxmox.simulator.harness import PYINFRA, Fleet  # noqa: E402
+from brainall_ops.lab.pve_simulator import Settings  # noqa: E402 - the repo is on sys.path now
+from brainall_ops.lab.pve_simulator.harness import PYINFRA, Fleet  # noqa: E402
 
 PROFILES = {"Frankfurt-like (25 ms/call)": 0.025, "Helsinki-like (0.5 ms/call)": 0.0005}
 NOOP_TARGET_CALLS = 3

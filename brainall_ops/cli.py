@@ -26,18 +26,20 @@ SUBCOMMANDS: dict[str, str] = {
     "plan": "brainall_ops.planning.cli:plan",
     "inventory": "brainall_ops.rolemap.cli:inventory",
     "validate": "brainall_ops.rolemap.cli:validate",
+    "init": "brainall_ops.rolemap.cli:init",
     "lab": "brainall_ops.lab.cli:lab",
     "ceph": "brainall_ops.ceph.cli:ceph",
     "backends": "brainall_ops.backends.cli:backends",
     "survey": "brainall_ops.survey.cli:survey",
     "roles": "brainall_ops.survey.cli:roles",
-    "backup": "brainall_ops.storage.cli:backup",
+    "backup": "brainall_ops.data.cli:backup",
 }
 
 SHORT_HELP: dict[str, str] = {
     "plan": "Show what the deploys would do (dry run; touches nothing).",
     "inventory": "Write the pyinfra inventories from the role map.",
     "validate": "Check a role map and report every problem.",
+    "init": "Write a new fleet repository (role map, inventories, deploys).",
     "lab": "Bring the fleet up as real hosts on this machine.",
     "ceph": "Read and fix Ceph placement-group health.",
     "backends": "Switch and inspect the backend cluster mode.",

@@ -9,7 +9,7 @@ BRAINALL_STORAGEBOX_PASSWORD or BRAINALL_STORAGEBOX_PASSWORD_FILE as the clients
 
 from pyinfra import host
 
-from brainall_ops.storage.lab_box import lab_storage_box
+from brainall_ops.lab.storagebox import lab_storage_box
 
 if "storagebox" in host.groups:
     lab_storage_box()

@@ -4,7 +4,7 @@
 
 Idempotent: a second run changes nothing. A run that changes the app, its environment or the
 units restarts the instances one at a time, drained first (no request dropped). The lab ships its
-test app: --data backends_app_source=tests/integration/backend_app --data backends_app=lab_app:app
+test app: --data backends_app_source=brainall_ops/lab/backend_app --data backends_app=lab_app:app
 --data backends_extra_packages=python3-starlette.
 """
 

@@ -31,11 +31,12 @@ from brainall_ops.backends.spec import (
     env_file_vars,
     seed_overrides,
 )
-from brainall_ops.deploy_context import rolemap_for
 from brainall_ops.rolemap.loader import REPO_ROOT
 from brainall_ops.rolemap.models import Backends
+from brainall_ops.shared.deploy_context import rolemap_for
+from brainall_ops.shared.templating import template_dir
 
-TEMPLATES = REPO_ROOT / "templates" / "backends"
+TEMPLATES = template_dir("backends")
 HOST_TOOL = Path(__file__).with_name("hosttool.py")
 STAGING = "/etc/brainall/staging"
 APT_TIMEOUT_S = 900  # apt through a proxy has been seen to hang: fail instead

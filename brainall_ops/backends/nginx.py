@@ -10,24 +10,20 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from functools import cache
-
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from typing import TYPE_CHECKING
 
 from brainall_ops.backends.spec import NGINX_UPSTREAM_PATH, UPSTREAM_NAME, ClusterSpec, Route
-from brainall_ops.rolemap.loader import REPO_ROOT
+from brainall_ops.shared.templating import environment
 
-TEMPLATES = REPO_ROOT / "templates" / "backends"
+if TYPE_CHECKING:
+    import jinja2
+
 _SERVER = re.compile(r"^\s*server\s+(?P<address>[^\s;]+):(?P<port>\d+)(?P<params>[^;]*);")
 
 
 @cache
-def _jinja() -> Environment:
-    return Environment(
-        loader=FileSystemLoader(str(TEMPLATES)),
-        undefined=StrictUndefined,
-        keep_trailing_newline=True,
-        autoescape=False,
-    )
+def _jinja() -> jinja2.Environment:
+    return environment("backends", autoescape=False)
 
 
 def render_template(name: str, **context: object) -> str:

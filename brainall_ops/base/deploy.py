@@ -18,19 +18,20 @@ from pyinfra.operations import apt, files, server, systemd
 
 from brainall_ops.base.logic import AdminAccount, admin_accounts, hosts_entries
 from brainall_ops.base.operations import apt_update
-from brainall_ops.converge import Gate, Probe, source_digest
-from brainall_ops.deploy_context import environment_for, rolemap_for
 from brainall_ops.errors import BrainallError
-from brainall_ops.rolemap.loader import REPO_ROOT
 from brainall_ops.rolemap.models import RoleMap
+from brainall_ops.shared import converge
+from brainall_ops.shared.converge import Gate, Probe, source_digest
+from brainall_ops.shared.deploy_context import environment_for, rolemap_for
+from brainall_ops.shared.templating import template_dir
 
-TEMPLATES = REPO_ROOT / "templates" / "base"
+TEMPLATES = template_dir("base")
 STAGING = "/etc/brainall"
 SSHD_DROPIN = "/etc/ssh/sshd_config.d/00-brainall.conf"
 SUDOERS = "/etc/sudoers.d/brainall-admins"
 TIMESYNCD_DROPIN = "/etc/systemd/timesyncd.conf.d/brainall.conf"
 # The code and templates the operations come from: a new release declares them again once.
-SOURCES = (*Path(__file__).parent.glob("*.py"), *TEMPLATES.glob("*.j2"), REPO_ROOT / "brainall_ops" / "converge.py")
+SOURCES = (*Path(__file__).parent.glob("*.py"), *TEMPLATES.glob("*.j2"), Path(converge.__file__))
 
 
 def _template(name: str) -> str:

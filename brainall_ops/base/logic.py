@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from brainall_ops.deploy_context import expand_path
 from brainall_ops.errors import BrainallError
 from brainall_ops.rolemap.environment import endpoints
 from brainall_ops.rolemap.models import RoleMap
+from brainall_ops.shared.deploy_context import expand_path
 
 
 @dataclass(frozen=True)

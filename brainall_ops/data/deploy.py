@@ -1,7 +1,7 @@
 """Phase 5, the data tier as pyinfra deploys: PostgreSQL and Redis on the data host, their
 clients on the app hosts, the nightly dump to the Storage Box, and the bastion's clean-up.
 
-Secrets come from the environment or secret files (`data.secrets`), only when the host needs
+Secrets come from the environment or secret files (`shared.secrets`), only when the host needs
 them, and reach the host on stdin or as a SCRAM verifier (never a command line).
 """
 
@@ -25,13 +25,11 @@ from brainall_ops.data.logic import (
 )
 from brainall_ops.data.operations import postgres_database, postgres_role
 from brainall_ops.data.rendering import TEMPLATES, template_path
-from brainall_ops.data.secrets import DB_APP_PASSWORD_ENV, REDIS_PASSWORD_ENV, required_secret
-from brainall_ops.deploy_context import environment_for, rolemap_for
 from brainall_ops.errors import BrainallError
 from brainall_ops.rolemap.models import BastionCleanup
-from brainall_ops.storage.deploy import box_access, timer_job
-from brainall_ops.storage.operations import box_reachable, secret_file
-from brainall_ops.storage.secrets import Secret, box_password
+from brainall_ops.shared.deploy_context import environment_for, rolemap_for
+from brainall_ops.shared.secrets import DB_APP_PASSWORD, REDIS_PASSWORD, STORAGEBOX_PASSWORD, Secret
+from brainall_ops.storage import box_access, box_reachable, secret_file, timer_job
 
 
 def _guarded(body) -> None:  # type: ignore[no-untyped-def]
@@ -68,8 +66,8 @@ def _data_tier() -> None:
 
 
 def _database_host(spec: DataSpec) -> None:
-    app_password = required_secret(DB_APP_PASSWORD_ENV, f"the app role {spec.role} on {spec.host}")
-    redis_password = required_secret(REDIS_PASSWORD_ENV, f"Redis on {spec.host}")
+    app_password = DB_APP_PASSWORD.require(what=f"the app role {spec.role} on {spec.host}")
+    redis_password = REDIS_PASSWORD.require(what=f"Redis on {spec.host}")
 
     apt.packages(
         name="PostgreSQL, Redis and the backup tools",
@@ -111,7 +109,7 @@ def _database_host(spec: DataSpec) -> None:
         _if=lambda: hba.did_change() and not pg_conf.did_change(),
     )
     systemd.service(name=f"{spec.pg_service} running", service=spec.pg_service, running=True, enabled=True)
-    postgres_role(name=f"Role {spec.role} (SCRAM password from {DB_APP_PASSWORD_ENV})", role=spec.role,
+    postgres_role(name=f"Role {spec.role} (SCRAM password from {DB_APP_PASSWORD.variable})", role=spec.role,
                   password=app_password)
     postgres_database(name=f"Database {spec.database} owned by {spec.role}", database=spec.database, owner=spec.role)
 
@@ -157,7 +155,7 @@ def _dump_backup(spec: DataSpec) -> None:
     box_reachable(name=f"Storage Box {box.where} reachable", box=box)
     parts = job.remote.split(":", 1)[1].split("/")
     dirs = ["/".join(parts[: end + 1]) for end in range(len(parts))]  # parents first: sftp mkdir is not -p
-    box_access(box, spec.host, box_password(), dirs, "Dump directory on the Storage Box")
+    box_access(box, spec.host, STORAGEBOX_PASSWORD.read(), dirs, "Dump directory on the Storage Box")
     files.directory(name=f"Dump directory {job.local_dir}", path=job.local_dir, user="postgres",
                     group="postgres", mode="0700")
     timer_job(job, TEMPLATES / "pg-dump.sh.j2", log=DUMP_LOG)

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from brainall_ops.errors import BrainallError
 from brainall_ops.rolemap.environment import PRODUCTION, endpoints
 from brainall_ops.rolemap.models import BastionCleanup, RoleMap
-from brainall_ops.storage.logic import BoxEndpoint, TimerJob, box_endpoint, ssh_command
+from brainall_ops.shared.secrets import REDIS_AUTH_FILE
+from brainall_ops.shared.timer_jobs import TimerJob
+from brainall_ops.storage import BoxEndpoint, box_endpoint, ssh_command
 
 MB = 1024 * 1024
 SCRIPT_DIR = "/usr/local/lib/brainall-data"
@@ -25,7 +27,7 @@ LOCK_DIR = "/run/lock"
 DUMP_LOG = "/var/log/brainall-data-backup.log"
 CLEANUP_LOG = "/var/log/brainall-cleanup.log"
 REDIS_CONF = "/etc/redis/redis.conf"
-REDIS_AUTH = "/etc/redis/brainall-auth.conf"
+REDIS_AUTH = REDIS_AUTH_FILE
 REDIS_DROPIN = "/etc/systemd/system/redis-server.service.d/brainall.conf"
 DUMP_UNIT = "brainall-pg-dump"
 CLEANUP_UNIT = "brainall-cleanup"

@@ -14,7 +14,7 @@ from pyinfra.api import OperationError, StringCommand, operation
 
 from brainall_ops.data.facts import PostgresDatabaseOwner, PostgresRole
 from brainall_ops.data.logic import parse_verifier_header, scram_verifier, verifier_digest
-from brainall_ops.storage.secrets import Secret
+from brainall_ops.shared.secrets import Secret
 
 PSQL_STDIN = "runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -d postgres"
 

@@ -67,7 +67,7 @@ def _data(rm: RoleMap, out: Contribution) -> None:
 
 
 def _monitoring(rm: RoleMap, out: Contribution) -> None:
-    from brainall_ops.monitoring.logic import GRAFANA_ADMIN_PASSWORD_ENV, monitoring_spec
+    from brainall_ops.monitoring import GRAFANA_ADMIN_PASSWORD_ENV, monitoring_spec
 
     try:
         spec = monitoring_spec(rm)

@@ -1,26 +1,20 @@
-"""The data templates (templates/data/*.j2), rendered the way pyinfra's files.template does."""
+"""The data templates (templates/data/*.j2), through the shared template factory."""
 
 from __future__ import annotations
 
-import shlex
 from typing import Any
 
-from brainall_ops.rolemap.loader import REPO_ROOT
+from brainall_ops.shared import templating
 
-TEMPLATES = REPO_ROOT / "templates" / "data"
+CONCERN = "data"
+TEMPLATES = templating.template_dir(CONCERN)
 
 
 def template_path(name: str) -> str:
-    return str(TEMPLATES / name)
+    return templating.template_path(CONCERN, name)
 
 
 def render(name: str, **context: Any) -> str:
     """As files.template renders it, with the loader the deploy gives it (the timer scripts import
     storage's shared `_job.sh.j2`)."""
-    from jinja2 import Environment, StrictUndefined
-
-    from brainall_ops.storage.rendering import jinja_env
-
-    env = Environment(undefined=StrictUndefined, keep_trailing_newline=True, **jinja_env(TEMPLATES))
-    template = env.from_string((TEMPLATES / name).read_text(encoding="utf-8"))
-    return template.render(q=shlex.quote, **context)
+    return templating.render(CONCERN, name, "storage", **context)

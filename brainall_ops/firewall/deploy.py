@@ -21,7 +21,6 @@ from pyinfra.api.state import BaseStateCallback
 from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, files, systemd
 
-from brainall_ops.deploy_context import environment_for, rolemap_for
 from brainall_ops.errors import BrainallError
 from brainall_ops.firewall.facts import SshdPorts
 from brainall_ops.firewall.operations import pve_host_firewall_off, ruleset
@@ -37,6 +36,7 @@ from brainall_ops.firewall.render import (
 from brainall_ops.firewall.sshpath import SshPath, SshTarget
 from brainall_ops.rolemap.environment import endpoints
 from brainall_ops.rolemap.models import RoleMap
+from brainall_ops.shared.deploy_context import environment_for, rolemap_for
 
 APT_TIMEOUT_S = 600  # apt through the lab proxy has been seen to hang: never wait forever
 APT_RETRIES, APT_RETRY_DELAY_S = 6, 10

@@ -26,7 +26,7 @@ def ssh_targets(rm: RoleMap, environment: str, names: list[str]) -> dict[str, Ss
     """How the controller reaches each of `names` over SSH in `environment` (the lab's own key)."""
     eps = endpoints(rm, environment)
     if environment == LAB:
-        from brainall_ops.deploy_context import lab_dir
+        from brainall_ops.shared.deploy_context import lab_dir
 
         state = lab_dir()
         return {

@@ -32,7 +32,7 @@ def nft_ports(ports: Iterable[int | str]) -> str:
 
 @cache
 def _environment() -> jinja2.Environment:
-    from brainall_ops.templating import environment
+    from brainall_ops.shared.templating import environment
 
     env = environment("firewall", trim_blocks=True, lstrip_blocks=True, autoescape=False)
     env.globals.update(ports=nft_ports, table=TABLE, ruleset=RULESET)

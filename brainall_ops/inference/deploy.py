@@ -12,6 +12,7 @@ A failed gate fails the run on this host with the reason, and Ollama keeps servi
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pyinfra import host
@@ -21,7 +22,6 @@ from pyinfra.facts.files import Directory
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from brainall_ops.deploy_context import rolemap_for
 from brainall_ops.errors import BrainallError
 from brainall_ops.inference import operations as ops
 from brainall_ops.inference.facts import MountContaining, NvidiaGpus
@@ -41,11 +41,12 @@ from brainall_ops.inference.logic import (
     source_refusal,
     vram_budget,
 )
-from brainall_ops.rolemap.loader import REPO_ROOT
 from brainall_ops.rolemap.models import Inference
+from brainall_ops.shared.deploy_context import rolemap_for
+from brainall_ops.shared.templating import template_dir
 
-TEMPLATES = REPO_ROOT / "templates" / "inference"
-PROBE_SOURCE = REPO_ROOT / "brainall_ops" / "inference" / "probe.py"
+TEMPLATES = template_dir("inference")
+PROBE_SOURCE = Path(__file__).with_name("probe.py")
 UNIT_DIR = "/etc/systemd/system"
 REDIS_CONF = "/etc/redis/redis.conf"
 REDIS_DROPIN = "/etc/systemd/system/redis-server.service.d/brainall.conf"

@@ -7,7 +7,6 @@ No pyinfra here: `brainall-ops plan` and the unit tests use this module as it is
 from __future__ import annotations
 
 import os
-import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from urllib.parse import urlsplit
 
 from brainall_ops.errors import BrainallError, RoleMapError
 from brainall_ops.rolemap.models import AuxService, Inference, RoleMap, ServedModel
+from brainall_ops.shared.secrets import INFERENCE_REDIS_PASSWORD, REDIS_AUTH_FILE, Secret
 
 # A YAML mapping merged over the role map's `inference:` section, for sites (and the lab tests)
 # that need another package index, Storage Box path or timeouts without editing the role map.
@@ -30,10 +30,9 @@ SERVICE_HOME = "/var/lib/vllm"
 APT_PACKAGES = ("python3-venv", "rsync", "redis-server")
 # Redis listens on the vSwitch: it takes no connection there without this password (never in
 # the role map, the plan or any output; written to the host in a 0600 file).
-REDIS_PASSWORD_ENV = "BRAINALL_INFERENCE_REDIS_PASSWORD"
-REDIS_PASSWORD_FILE_ENV = "BRAINALL_INFERENCE_REDIS_PASSWORD_FILE"
-REDIS_AUTH_CONF = "/etc/redis/brainall-auth.conf"
-_REDIS_PASSWORD = re.compile(r"^[A-Za-z0-9._~+/=-]{16,256}$")
+REDIS_PASSWORD_ENV = INFERENCE_REDIS_PASSWORD.variable
+REDIS_PASSWORD_FILE_ENV = INFERENCE_REDIS_PASSWORD.file_variable
+REDIS_AUTH_CONF = REDIS_AUTH_FILE
 # Tolerance between the role map's hardware.gpu.vram_gb and what nvidia-smi reports (the
 # benchmark's "49 GB" is nvidia-smi's 49140 MiB read as decimal GB: 48.0 GiB).
 VRAM_TOLERANCE = 0.10
@@ -92,26 +91,10 @@ def effective_inference(rm: RoleMap, environ: Mapping[str, str] | None = None) -
     return apply_overrides(rm.inference, text, path), path
 
 
-def redis_password(environ: Mapping[str, str] | None = None) -> str:
-    """The Redis password from $BRAINALL_INFERENCE_REDIS_PASSWORD or the file named by
-    $BRAINALL_INFERENCE_REDIS_PASSWORD_FILE. Errors never include the secret."""
-    env = environ if environ is not None else os.environ
-    value = env.get(REDIS_PASSWORD_ENV)
-    source = REDIS_PASSWORD_ENV
-    if not value and env.get(REDIS_PASSWORD_FILE_ENV):
-        source = f"{REDIS_PASSWORD_FILE_ENV}={env[REDIS_PASSWORD_FILE_ENV]}"
-        try:
-            value = Path(env[REDIS_PASSWORD_FILE_ENV]).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise BrainallError(f"{source}: cannot read: {exc.strerror}") from None
-    if not value:
-        raise BrainallError(
-            f"set {REDIS_PASSWORD_ENV} (or {REDIS_PASSWORD_FILE_ENV}): the inference cache listens on the vSwitch "
-            "and takes no connection there without a password"
-        )
-    if not _REDIS_PASSWORD.match(value):
-        raise BrainallError(f"{source}: the Redis password must be 16 to 256 characters of A-Z a-z 0-9 . _ ~ + / = -")
-    return value
+def redis_password(environ: Mapping[str, str] | None = None) -> Secret:
+    """The inference cache's Redis password (shared.secrets.INFERENCE_REDIS_PASSWORD: the one rule,
+    a private file outside the repository, the value masked). Errors never include the secret."""
+    return INFERENCE_REDIS_PASSWORD.require(environ)
 
 
 # --------------------------------------------------------------------------- GPU memory budget

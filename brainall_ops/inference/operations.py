@@ -49,7 +49,8 @@ def python_runtime(runtime: Runtime) -> Iterator[StringCommand | str]:
 def redis_auth(path: str, owner: str) -> Iterator[StringCommand | FileUploadCommand | str]:
     """`path` holds Redis's `requirepass`, mode 0600. The password is read from the controller's
     environment here, at execution: it is never an operation argument, a command line or output."""
-    content = f"# Managed by brainall-ops (phase 3): the inference cache's password.\nrequirepass {redis_password()}\n"
+    password = redis_password().reveal()
+    content = f"# Managed by brainall-ops (phase 3): the inference cache's password.\nrequirepass {password}\n"
     data = content.encode()
     quoted = shlex.quote(path)
     if host.get_fact(Sha256File, path=path) != hashlib.sha256(data).hexdigest():

@@ -18,14 +18,11 @@ from pyinfra.api import OperationError, deploy
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from brainall_ops.data.secrets import required_secret
-from brainall_ops.deploy_context import environment_for, rolemap_for
 from brainall_ops.errors import BrainallError
 from brainall_ops.monitoring.logic import (
     ALERT_RULES,
     EXPORTER_DEFAULTS,
     GRAFANA_ADMIN_ENV,
-    GRAFANA_ADMIN_PASSWORD_ENV,
     GRAFANA_DASHBOARD_JSON,
     GRAFANA_DASHBOARDS,
     GRAFANA_DATASOURCE,
@@ -45,8 +42,9 @@ from brainall_ops.monitoring.logic import (
     prometheus_config,
     prometheus_defaults,
 )
-from brainall_ops.secrets import Secret
-from brainall_ops.storage.operations import secret_file
+from brainall_ops.shared.deploy_context import environment_for, rolemap_for
+from brainall_ops.shared.secrets import GRAFANA_ADMIN_PASSWORD, Secret
+from brainall_ops.storage import secret_file
 
 STAGING = "/etc/brainall/monitoring"
 
@@ -129,7 +127,7 @@ def _prometheus(spec: MonitoringSpec) -> None:
 
 def _grafana(spec: MonitoringSpec) -> None:
     # Read first: a missing password stops the deploy before anything of Grafana's is written.
-    password = required_secret(GRAFANA_ADMIN_PASSWORD_ENV, "Grafana's admin account") if spec.install_grafana else None
+    password = GRAFANA_ADMIN_PASSWORD.require(what="Grafana's admin account") if spec.install_grafana else None
     provisioning = [
         files.put(name="Grafana datasource (Prometheus)", src=StringIO(grafana_datasource(spec)),
                   dest=GRAFANA_DATASOURCE, mode="0644", create_remote_dir=True),

@@ -11,6 +11,7 @@ from typing import Any
 from brainall_ops.errors import BrainallError
 from brainall_ops.rolemap.environment import PRODUCTION, endpoints
 from brainall_ops.rolemap.models import RoleMap
+from brainall_ops.shared.secrets import GRAFANA_ADMIN_PASSWORD
 
 EXPORTER_DEFAULTS = "/etc/default/prometheus-node-exporter"
 PROMETHEUS_DEFAULTS = "/etc/default/prometheus"
@@ -22,7 +23,7 @@ GRAFANA_DASHBOARD_JSON = "/var/lib/grafana/dashboards/brainall-fleet.json"
 GRAFANA_SERVICE = "grafana-server.service"
 GRAFANA_DROPIN = "/etc/systemd/system/grafana-server.service.d/brainall.conf"
 GRAFANA_ADMIN_ENV = "/etc/brainall/grafana/admin.env"  # 0600: the admin password, for Grafana's first start
-GRAFANA_ADMIN_PASSWORD_ENV = "BRAINALL_GRAFANA_ADMIN_PASSWORD"
+GRAFANA_ADMIN_PASSWORD_ENV = GRAFANA_ADMIN_PASSWORD.variable
 _SIGNED_BY = re.compile(r"\[[^\]]*\bsigned-by=([^\s\]]+)[^\]]*\]")
 
 
@@ -135,7 +136,7 @@ PANELS: tuple[tuple[str, str, str], ...] = (
 
 # --------------------------------------------------------------------------- rendering
 def render(name: str, **context: Any) -> str:
-    from brainall_ops.templating import environment
+    from brainall_ops.shared.templating import environment
 
     return environment("monitoring").get_template(name).render(**context)
 
@@ -175,7 +176,7 @@ def grafana_service_dropin(spec: MonitoringSpec) -> str:
 
 
 def grafana_admin_env(password: str) -> str:
-    """systemd's EnvironmentFile line; the password is one word (data.secrets.one_word)."""
+    """systemd's EnvironmentFile line; the password is one word (shared.secrets.one_word)."""
     return f"GF_SECURITY_ADMIN_PASSWORD={password}\n"
 
 

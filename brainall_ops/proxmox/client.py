@@ -4,7 +4,7 @@
   the environment overrides `api_url`, or `BRAINALL_PROXMOX_URL` does (tests, the bench and the
   lab point it at the simulator). Certificates are verified: against `BRAINALL_PROXMOX_CA`, the
   environment's or the section's `ca_file`, or the system store (`verify_ssl: false` turns it off).
-- Auth: the API token `proxmox.token_id`, its secret from `secrets.read_token_secret`. The
+- Auth: the API token `proxmox.token_id`, its secret from `shared.secrets.PROXMOX_TOKEN`. The
   `openssh` backend (pvesh on `api_host` over SSH, proxmoxer's) is the alternative.
 - Tasks: every UPID is waited for, with a timeout, and its exit status checked; a failure carries
   the task log. proxmoxer's `Tasks.blocking_status` is not used: it returns None on timeout
@@ -28,8 +28,8 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from brainall_ops.errors import BrainallError
-from brainall_ops.proxmox.secrets import Secret, read_token_secret, scrub
 from brainall_ops.rolemap.models import RoleMap
+from brainall_ops.shared.secrets import PROXMOX_TOKEN, Secret, scrub
 
 URL_ENV = "BRAINALL_PROXMOX_URL"
 CA_ENV = "BRAINALL_PROXMOX_CA"
@@ -176,7 +176,7 @@ class ProxmoxClient:
         self.settings = settings
         self.calls = 0
         self.sleep = sleep
-        self._secret = secret if secret is not None or settings.backend == "openssh" else read_token_secret()
+        self._secret = secret if secret is not None or settings.backend == "openssh" else PROXMOX_TOKEN.require()
         self._api = self._connect()
 
     def _connect(self) -> Any:

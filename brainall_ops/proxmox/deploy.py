@@ -34,13 +34,13 @@ from typing import Any
 from pyinfra.api import OperationError, deploy
 from pyinfra.context import host
 
-from brainall_ops.data.vzdump import VzdumpSpec, vzdump_spec
-from brainall_ops.deploy_context import environment_for, rolemap_for
 from brainall_ops.errors import BrainallError
 from brainall_ops.proxmox import operations, vzdump
 from brainall_ops.proxmox.client import ConnectionSettings, connection_settings
-from brainall_ops.proxmox.secrets import read_token_secret
 from brainall_ops.proxmox.spec import VMSpec, read_ssh_keys, vm_specs
+from brainall_ops.proxmox.vzdump_spec import VzdumpSpec, vzdump_spec
+from brainall_ops.shared.deploy_context import environment_for, rolemap_for
+from brainall_ops.shared.secrets import PROXMOX_TOKEN
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def deploy_context(host_data: object) -> DeployContext:
             specs = vm_specs(rm, environment, vm_hosts, read_ssh_keys(rm, environment, os.environ))
             connection = connection_settings(rm, environment)
             if connection.backend == "https":
-                read_token_secret()  # fail here, before any operation, when there is none
+                PROXMOX_TOKEN.require()  # fail here, before any operation, when there is none
             api_host = rm.host(rm.proxmox.api_host) if rm.proxmox else None
             api_node = api_host.proxmox.node if api_host and api_host.proxmox else None
             _contexts[key] = DeployContext(

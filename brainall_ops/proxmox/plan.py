@@ -35,8 +35,8 @@ def plan_changes(rm: RoleMap, context: PlanContext) -> Contribution:
 def vzdump_changes(rm: RoleMap, context: PlanContext, out: Contribution) -> None:
     """The vzdump storage and job of `data.vzdump` (phase 2 applies them on `proxmox.api_host`):
     `+ create` offline; with `--live`, what `GET /storage/ID` and `GET /cluster/backup` show."""
-    from brainall_ops.data.vzdump import VzdumpPlan, VzdumpRefusal, plan_job, plan_storage, vzdump_spec
     from brainall_ops.errors import BrainallError
+    from brainall_ops.proxmox.vzdump_spec import VzdumpPlan, VzdumpRefusal, plan_job, plan_storage, vzdump_spec
 
     if rm.proxmox is None or rm.data is None or rm.data.vzdump is None:
         return

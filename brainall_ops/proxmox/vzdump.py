@@ -1,10 +1,10 @@
 """vzdump of the VMs to the Storage Box, through the Proxmox API (phase 2, controller-side).
 
 Two pyinfra operations, run once per cluster on the role map's `proxmox.api_host`, from the
-role map's `data.vzdump` (values from `brainall_ops.data.vzdump`, one place for them):
+role map's `data.vzdump` (values from `brainall_ops.proxmox.vzdump_spec`, one place for them):
 
 - `vzdump_storage`: a `cifs` storage on the box's share (`POST /storage`, or `PUT` of what
-  differs). The box password (`brainall_ops.storage.secrets.box_password`) travels only in that
+  differs). The box password (`brainall_ops.shared.secrets.STORAGEBOX_PASSWORD`) travels only in that
   request's body: never in an operation's arguments, output, the plan or an exception. PVE keeps
   it in /etc/pve/priv/storage/ID.pw and never returns it, so a changed password cannot be
   detected: after rotating it on the box, run phase 2 with
@@ -32,26 +32,19 @@ from pyinfra.api.state import State
 from pyinfra.context import host as current_host
 from pyinfra.context import state as current_state
 
-from brainall_ops.data.vzdump import VzdumpPlan, VzdumpSpec, plan_job, plan_storage
 from brainall_ops.errors import BrainallError
 from brainall_ops.proxmox.client import ConnectionSettings, ProxmoxClient, ProxmoxError
 from brainall_ops.proxmox.facts import BackupJob, StorageConfig, client_for, get_api_fact, read_backup_job, read_storage
 from brainall_ops.proxmox.operations import report_failure
-from brainall_ops.proxmox.secrets import scrub
-from brainall_ops.storage.secrets import PASSWORD_ENV, PASSWORD_FILE_ENV, Secret, box_password
+from brainall_ops.proxmox.vzdump_spec import VzdumpPlan, VzdumpSpec, plan_job, plan_storage
+from brainall_ops.shared.secrets import STORAGEBOX_PASSWORD, Secret, scrub
 
 ROTATE_OPTION = "brainall_proxmox_rotate_box_password"
 _said: set[tuple[str, str]] = set()
 
 
 def needs_password(reason: str) -> Secret:
-    password = box_password()
-    if password is None:
-        raise BrainallError(
-            f"{reason} needs the Storage Box password: set {PASSWORD_ENV} or {PASSWORD_FILE_ENV} "
-            "(a file outside the repo, mode 0600)"
-        )
-    return password
+    return STORAGEBOX_PASSWORD.require(what=reason)
 
 
 def _announce(plan: VzdumpPlan) -> bool:
@@ -80,7 +73,7 @@ def vzdump_storage(
     """
     Ensure the CIFS storage vzdump writes to exists on the Storage Box's share, as the role map says.
 
-    + spec: the storage and job (`brainall_ops.data.vzdump.VzdumpSpec`)
+    + spec: the storage and job (`brainall_ops.proxmox.vzdump_spec.VzdumpSpec`)
     + connection: how to reach the Proxmox API
     + rotate_password: send the box password again (PVE never shows it, so a change cannot be seen)
     """
@@ -101,7 +94,7 @@ def vzdump_job(spec: VzdumpSpec, connection: ConnectionSettings) -> Iterator[Fun
     """
     Ensure the vzdump job backs the VMs up to the Storage Box storage, as the role map says.
 
-    + spec: the storage and job (`brainall_ops.data.vzdump.VzdumpSpec`)
+    + spec: the storage and job (`brainall_ops.proxmox.vzdump_spec.VzdumpSpec`)
     + connection: how to reach the Proxmox API
     """
     try:
@@ -121,7 +114,7 @@ def converge_storage(
     password: Secret | None = None
     try:
         client = client_for(connection, owner=f"host:{host.name}")
-        password = box_password()
+        password = STORAGEBOX_PASSWORD.read()
         done = StorageConverger(client, spec, rotate_password, password).run()
     except BrainallError as exc:
         # The client scrubs the token; the box password is scrubbed here, whatever the error says.

@@ -1,4 +1,4 @@
-"""`brainall-ops validate` and `brainall-ops inventory`."""
+"""`brainall-ops validate`, `brainall-ops inventory` and `brainall-ops init`."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def inventory(rolemap_path: Path | None, out_dir: Path | None, check: bool) -> N
     """Write pyinfra inventories (one per site, plus lab.py) from the role map."""
     import tempfile
 
-    from brainall_ops.rolemap.inventory import write_inventories
+    from brainall_ops.planning.inventory import write_inventories
 
     path = rolemap_path or BUILTIN_ROLEMAP
     rm = load_rolemap(path)
@@ -63,3 +63,58 @@ def inventory(rolemap_path: Path | None, out_dir: Path | None, check: bool) -> N
         return
     for p, changed in write_inventories(rm, path, target):
         click.echo(f"{'wrote' if changed else 'unchanged'} {display_path(p)}")
+
+
+def _deploy_scripts() -> list[Path]:
+    """The phase deploys `init` writes: the wheel's copy (setup.py puts deploys/ there), or in a
+    source checkout the checkout's own deploys/ beside the package."""
+    from importlib.resources import files
+
+    packaged = Path(str(files("brainall_ops"))) / "skeleton" / "deploys"
+    source = packaged if packaged.is_dir() else Path(str(files("brainall_ops"))).parent / "deploys"
+    return sorted(source.glob("*.py"))
+
+
+FLEET_README = """# {name}: a BrainAll fleet repository (written by `brainall-ops init`)
+
+Edit the role map, regenerate the inventories, plan, then run a phase with pyinfra from here:
+
+    brainall-ops validate --rolemap inventories/{rolemap}
+    brainall-ops inventory --rolemap inventories/{rolemap}
+    brainall-ops plan --rolemap inventories/{rolemap}
+    pyinfra inventories/<site>.py deploys/phase1.py --dry
+"""
+
+
+@click.command()
+@rolemap_option
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def init(rolemap_path: Path | None, directory: Path) -> None:
+    """Write a fleet repository in DIRECTORY: the role map to edit, its inventories, the phase deploys."""
+    import shutil
+
+    from brainall_ops.errors import BrainallError
+    from brainall_ops.planning.inventory import write_inventories
+
+    if directory.exists() and any(directory.iterdir()):
+        raise BrainallError(f"{directory}: not empty; `init` writes a new fleet repository into an empty directory")
+    source = rolemap_path or BUILTIN_ROLEMAP
+    rm = load_rolemap(source)
+    scripts = _deploy_scripts()
+    if not scripts:
+        raise BrainallError("this installation has no phase deploys to copy (a wheel built without setup.py's hook?)")
+    inventories = directory / "inventories"
+    inventories.mkdir(parents=True, exist_ok=True)
+    rolemap = inventories / source.name
+    shutil.copyfile(source, rolemap)
+    written = [rolemap]
+    written += [path for path, _changed in write_inventories(rm, rolemap, inventories, root=directory)]
+    (directory / "deploys").mkdir(exist_ok=True)
+    for script in scripts:
+        shutil.copyfile(script, directory / "deploys" / script.name)
+        written.append(directory / "deploys" / script.name)
+    readme = directory / "README.md"
+    readme.write_text(FLEET_README.format(name=directory.resolve().name, rolemap=source.name), encoding="utf-8")
+    written.append(readme)
+    for path in written:
+        click.echo(f"wrote {path}")

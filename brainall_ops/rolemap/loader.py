@@ -18,8 +18,40 @@ except ImportError:  # pragma: no cover
 
 Loc = tuple[str | int, ...]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-BUILTIN_ROLEMAP = REPO_ROOT / "inventories" / "brainall-v2.yaml"
+ROLEMAP_FILE = "brainall-v2.yaml"
+
+
+def find_fleet_root(start: Path | None = None) -> Path | None:
+    """The fleet repository the toolkit runs in: the nearest directory, from `start` (default the
+    working directory) up, that holds both `inventories/` and `deploys/` (this checkout, or a
+    repository `brainall-ops init` wrote). pyinfra runs from that root, and the inventories name
+    the role map relative to it. None outside any fleet repository."""
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        if (directory / "inventories").is_dir() and (directory / "deploys").is_dir():
+            return directory
+    return None
+
+
+def _builtin_rolemap() -> Path:
+    """The BrainAll V2 role map shipped with the package (the wheel's build copies
+    inventories/brainall-v2.yaml into brainall_ops/rolemap/, see setup.py). A source checkout
+    (an editable install) has no copy: there the file is the one the operator edits, in the
+    checkout's inventories/ next to the package."""
+    from importlib.resources import files
+
+    packaged = files("brainall_ops.rolemap").joinpath(ROLEMAP_FILE)
+    if packaged.is_file():
+        return Path(str(packaged))
+    package_dir = Path(str(files("brainall_ops")))
+    return package_dir.parent / "inventories" / ROLEMAP_FILE
+
+
+# The fleet repository (None outside one) and the directory relative paths of the inventories and
+# the CLI resolve against: the fleet repository, or else the working directory.
+FLEET_ROOT = find_fleet_root()
+REPO_ROOT = FLEET_ROOT or Path.cwd()
+BUILTIN_ROLEMAP = _builtin_rolemap()
 
 
 def format_path(loc: Loc) -> str:

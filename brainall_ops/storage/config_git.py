@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from brainall_ops.data.logic import REDIS_AUTH
-from brainall_ops.inference.logic import REDIS_AUTH_CONF
 from brainall_ops.rolemap.models import RoleMap
+from brainall_ops.shared.secrets import REDIS_AUTH_FILE
 from brainall_ops.storage.logic import (
     CLIENT_DIR,
     LOCK_DIR,
@@ -44,8 +43,8 @@ def _etc_relative(path: str) -> str:
 BUILTIN_EXCLUDES: tuple[str, ...] = (
     "/pve/",
     _etc_relative(CLIENT_DIR) + "/",
-    "/brainall/storagebox-lab/",  # the lab box's password (lab_box.PASSWORD_FILE's directory)
-    *sorted({_etc_relative(REDIS_AUTH), _etc_relative(REDIS_AUTH_CONF)}),
+    "/brainall/storagebox-lab/",  # the lab box's password (lab/storagebox.py's PASSWORD_FILE directory)
+    _etc_relative(REDIS_AUTH_FILE),  # the data tier's and the inference cache's requirepass
     "/shadow",
     "/shadow-",
     "/gshadow",

@@ -6,7 +6,7 @@ is addressed per environment (`logic.box_endpoint`): its DNS name in production,
 stand-in in the lab. The box password is read from the environment only when this host needs
 it (a CIFS credentials file, or a key the box does not know yet).
 
-Both deploys sit behind a convergence gate (brainall_ops/converge.py): a no-op re-run reads one
+Both deploys sit behind a convergence gate (brainall_ops/shared/converge.py): a no-op re-run reads one
 fact per host, whose probe also logs in to the box with the host's key and checks the box's
 directories, so a key or directory removed on the box side opens the gate as well.
 """
@@ -22,10 +22,12 @@ from pyinfra.api import OperationError, deploy
 from pyinfra.operations import apt, files, systemd
 from pyinfra.operations.util import any_changed
 
-from brainall_ops.converge import Gate, source_digest
-from brainall_ops.converge import Probe as StateProbe
-from brainall_ops.deploy_context import environment_for, rolemap_for
 from brainall_ops.errors import BrainallError
+from brainall_ops.shared import converge
+from brainall_ops.shared.converge import Gate, source_digest
+from brainall_ops.shared.converge import Probe as StateProbe
+from brainall_ops.shared.deploy_context import environment_for, rolemap_for
+from brainall_ops.shared.secrets import STORAGEBOX_PASSWORD, Secret
 from brainall_ops.storage.config_git import GITIGNORE, ConfigGitJob, config_git_job_for
 from brainall_ops.storage.config_git import LOG as CONFIG_GIT_LOG
 from brainall_ops.storage.config_git import PACKAGES as CONFIG_GIT_PACKAGES
@@ -66,24 +68,17 @@ from brainall_ops.storage.operations import (
     ssh_keypair,
 )
 from brainall_ops.storage.rendering import TEMPLATES, jinja_env, template_path
-from brainall_ops.storage.secrets import Secret, box_password
 
 
 def _password(reason: str, required: bool) -> Secret | None:
-    password = box_password()
-    if password is None and required:
-        raise BrainallError(
-            f"{reason} needs the Storage Box password: set BRAINALL_STORAGEBOX_PASSWORD "
-            "or BRAINALL_STORAGEBOX_PASSWORD_FILE (a file outside the repo, mode 0600)"
-        )
-    return password
+    return STORAGEBOX_PASSWORD.require(what=reason) if required else STORAGEBOX_PASSWORD.read()
 
 
 # The code and templates the operations come from: a new release declares them again once.
 SOURCES = (
     *Path(__file__).parent.glob("*.py"),
     *TEMPLATES.glob("*.j2"),
-    Path(__file__).parents[1] / "converge.py",
+    Path(converge.__file__),
 )
 
 

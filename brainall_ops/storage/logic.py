@@ -15,6 +15,7 @@ from typing import Literal
 from brainall_ops.errors import BrainallError
 from brainall_ops.rolemap.environment import PRODUCTION
 from brainall_ops.rolemap.models import CIFSMount, RoleMap, RsyncBackup, SSHFSMount
+from brainall_ops.shared.timer_jobs import TimerJob
 
 # Everything the clients keep for the box, readable by root only.
 CLIENT_DIR = "/etc/brainall/storagebox"
@@ -351,44 +352,6 @@ def cifs_units(mount: CIFSMount, box: BoxEndpoint) -> MountUnits:
 def cifs_credentials(user: str, password: str) -> str:
     """The credentials file mount.cifs and smbclient -A both read."""
     return f"username={user}\npassword={password}\n"
-
-
-# --------------------------------------------------------------------------- timer jobs
-@dataclass(frozen=True)
-class TimerJob:
-    """A job run by a systemd timer: a script under one lock, ending with one log line (the
-    Storage Box jobs here, and the data tier's dump and clean-up).
-
-    Subclasses name their unit, script and lock; `job.service.j2`, `job.timer.j2` and the
-    `job_preamble` macro (templates/storage/_job.sh.j2) render every one of them the same way.
-    """
-
-    name: str
-    where: str  # where it writes, for the unit's description and log lines ("" when nowhere)
-    on_calendar: str
-    randomized_delay_s: int
-    after: tuple[str, ...] = ()  # units the service starts after, besides the network
-
-    @property
-    def description(self) -> str:
-        raise NotImplementedError
-
-    @property
-    def unit(self) -> str:
-        raise NotImplementedError
-
-    @property
-    def script(self) -> str:
-        raise NotImplementedError
-
-    @property
-    def lock(self) -> str:
-        raise NotImplementedError
-
-    @property
-    def tag(self) -> str:
-        """What each log line starts with (after the time)."""
-        raise NotImplementedError
 
 
 # --------------------------------------------------------------------------- remount

@@ -19,6 +19,7 @@ from pyinfra import host
 from pyinfra.api import OperationError, StringCommand, operation
 from pyinfra.facts.files import File
 
+from brainall_ops.shared.secrets import Secret
 from brainall_ops.storage.facts import (
     BoxHostKeyPinned,
     BoxLogin,
@@ -35,7 +36,6 @@ from brainall_ops.storage.logic import (
     BoxEndpoint,
     ssh_options,
 )
-from brainall_ops.storage.secrets import Secret
 
 
 def _executing() -> bool:

@@ -1,36 +1,30 @@
-"""The storage templates (templates/storage/*.j2), rendered the way pyinfra's files.template does.
+"""The storage templates (templates/storage/*.j2), through the shared template factory.
 
 The deploy hands these paths to `files.template` with `jinja_env()` (so a template can import
-the shared macros of `_job.sh.j2`); tests and `render` use the same jinja2 settings (strict
-undefined names, trailing newline kept, the same loader), so what a test reads is what a host gets.
+the shared macros of `_job.sh.j2`); tests and `render` use the same jinja2 settings and loader
+(brainall_ops.shared.templating), so what a test reads is what a host gets.
 """
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 from typing import Any
 
-from brainall_ops.rolemap.loader import REPO_ROOT
+from brainall_ops.shared import templating
 
-TEMPLATES = REPO_ROOT / "templates" / "storage"
+CONCERN = "storage"
+TEMPLATES = templating.template_dir(CONCERN)
 
 
 def template_path(name: str) -> str:
-    return str(TEMPLATES / name)
+    return templating.template_path(CONCERN, name)
 
 
 def jinja_env(*first: Path) -> dict[str, Any]:
-    """files.template's `jinja_env_kwargs` (a fresh dict each time: pyinfra pops the loader):
-    templates found in `first` (another concern's templates), then here (the shared macros)."""
-    from jinja2 import FileSystemLoader
-
-    return {"loader": FileSystemLoader([str(path) for path in (*first, TEMPLATES)])}
+    """files.template's `jinja_env_kwargs`: templates found in `first` (another concern's
+    template directory, templates/<concern>/), then storage's (the shared macros)."""
+    return templating.loader_kwargs(*(directory.name for directory in first), CONCERN)
 
 
 def render(name: str, **context: Any) -> str:
-    from jinja2 import Environment, StrictUndefined
-
-    env = Environment(undefined=StrictUndefined, keep_trailing_newline=True, **jinja_env())
-    template = env.from_string((TEMPLATES / name).read_text(encoding="utf-8"))
-    return template.render(q=shlex.quote, **context)
+    return templating.render(CONCERN, name, **context)

@@ -1,4 +1,4 @@
-"""The session's real Ceph cluster (brainall_ops/ceph/testcluster.py), as a pytest fixture.
+"""The session's real Ceph cluster (brainall_ops/lab/ceph_cluster.py), as a pytest fixture.
 
     from tests.integration.ceph_fixture import ceph_cluster  # noqa: F401  (in a conftest or test module)
 
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from brainall_ops.ceph.testcluster import DEFAULT_DIR, TestCluster, missing_binaries
+from brainall_ops.lab.ceph_cluster import DEFAULT_DIR, TestCluster, missing_binaries
 
 
 @pytest.fixture(scope="session")

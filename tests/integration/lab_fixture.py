@@ -113,7 +113,7 @@ def _stop_simulator(pid_file: Path) -> None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except (OSError, ValueError):
         return
-    if "brainall_ops.proxmox.simulator" in cmdline:
+    if "brainall_ops.lab.pve_simulator" in cmdline:
         os.kill(pid, signal.SIGTERM)
         for _ in range(50):
             if not Path(f"/proc/{pid}").exists():
@@ -132,7 +132,7 @@ def start_simulator(state_dir: Path) -> tuple[subprocess.Popen[str], dict[str, s
     (work / "cluster.json").unlink(missing_ok=True)  # a fresh cluster: phase 2 creates the VMs
     with open(work / "simulator.log", "w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "brainall_ops.proxmox.simulator", "--port", str(SIMULATOR_PORT),
+            [sys.executable, "-m", "brainall_ops.lab.pve_simulator", "--port", str(SIMULATOR_PORT),
              "--state", str(work / "cluster.json"), "--tls-dir", str(work), "--lab-state", str(state_dir),
              "--task-seconds", "0.1"],
             cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log, text=True,

@@ -1,5 +1,5 @@
 """The backend cluster for real, in the lab: the real deploy (pyinfra, deploys/phase4.py) puts a real
-ASGI app (tests/integration/backend_app) on the API host under systemd and real nginx in front of it
+ASGI app (brainall_ops/lab/backend_app) on the API host under systemd and real nginx in front of it
 on the nginx host; a bounded load loop runs through nginx while the mode switches, the primary is
 killed, and primary and secondary both stop. Every request is counted.
 
@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from brainall_ops.backends.load import BackgroundLoad, LoadResult
+from brainall_ops.lab.load import BackgroundLoad, LoadResult
 from brainall_ops.rolemap import REPO_ROOT
 from tests.integration.lab_fixture import Lab, lab  # noqa: F401
 
@@ -31,7 +31,7 @@ PORTS = (8000, 8080, 3001)
 BIN = Path(sys.executable).parent
 DEPLOY_DATA = [
     "--data",
-    "backends_app_source=tests/integration/backend_app",
+    "backends_app_source=brainall_ops/lab/backend_app",
     "--data",
     "backends_app=lab_app:app",
     "--data",
@@ -407,7 +407,7 @@ def test_a_deploy_that_changes_the_workers_restarts_without_dropping(
 
 def test_a_load_result_counts_failures() -> None:
     """The counter itself: a refused connection is a failed request, not a missing one."""
-    from brainall_ops.backends.load import run_load
+    from brainall_ops.lab.load import run_load
 
     result: LoadResult = run_load("127.0.0.1", 9, requests=5, concurrency=2, max_seconds=10)
     assert result.count == 5 and len(result.failed) == 5

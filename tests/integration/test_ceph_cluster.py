@@ -29,7 +29,7 @@ from brainall_ops.ceph.operations import apply_command, wait_until_cleared
 from brainall_ops.ceph.plan import plan_changes
 from brainall_ops.ceph.run import resolve_target, session
 from brainall_ops.ceph.targets import PoolChange, Setting
-from brainall_ops.ceph.testcluster import TestCluster
+from brainall_ops.lab.ceph_cluster import TestCluster
 from brainall_ops.planning.fleet import place_rolemap
 from brainall_ops.planning.plan import PlanContext
 from brainall_ops.rolemap.loader import BUILTIN_ROLEMAP, REPO_ROOT, load_rolemap

@@ -34,9 +34,9 @@ from pathlib import Path
 import pytest
 
 from brainall_ops.data.logic import CLEANUP_LOG, DUMP_LOG, DUMP_UNIT, data_spec
+from brainall_ops.lab.storagebox import chroot_of
 from brainall_ops.rolemap import load_rolemap
 from brainall_ops.rolemap.loader import REPO_ROOT
-from brainall_ops.storage.lab_box import chroot_of
 from tests.integration.lab_fixture import Lab, lab  # noqa: F401
 from tests.integration.pyinfra_run import PyinfraRun, run_pyinfra
 

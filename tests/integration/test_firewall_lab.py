@@ -33,10 +33,10 @@ from brainall_ops.firewall.plan import plan_changes
 from brainall_ops.firewall.policy import compile_policy
 from brainall_ops.firewall.render import RULESET, UNIT, render_ruleset
 from brainall_ops.planning.fleet import place_rolemap
+from brainall_ops.planning.inventory import render_inventory
 from brainall_ops.planning.plan import PlanContext
 from brainall_ops.rolemap import BUILTIN_ROLEMAP, REPO_ROOT, load_rolemap, parse_rolemap
 from brainall_ops.rolemap.environment import endpoints
-from brainall_ops.rolemap.inventory import render_inventory
 from tests.integration.lab_fixture import Lab, lab  # noqa: F401
 
 PYINFRA = Path(sys.executable).with_name("pyinfra")

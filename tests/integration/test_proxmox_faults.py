@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from brainall_ops.proxmox.simulator.cluster import DEFAULT_PRIVILEGES
-from brainall_ops.proxmox.simulator.harness import Fleet, PyinfraRun, write_rolemap_copy
+from brainall_ops.lab.pve_simulator.cluster import DEFAULT_PRIVILEGES
+from brainall_ops.lab.pve_simulator.harness import Fleet, PyinfraRun, write_rolemap_copy
 
 DB = "vm-brainall-db"
 NAMES = ("vm-brainall-api", "vm-brainall-workers", "vm-brainall-nginx", DB)

@@ -12,8 +12,8 @@ from urllib.parse import unquote
 
 import pytest
 
-from brainall_ops.proxmox.simulator.cluster import GIB, MIB
-from brainall_ops.proxmox.simulator.harness import Fleet, PyinfraRun
+from brainall_ops.lab.pve_simulator.cluster import GIB, MIB
+from brainall_ops.lab.pve_simulator.harness import Fleet, PyinfraRun
 from brainall_ops.rolemap.loader import load_rolemap
 
 EXPECTED = {

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from brainall_ops.lab.pve_simulator.cluster import GIB
+from brainall_ops.lab.pve_simulator.harness import ENVIRONMENT, Fleet, write_rolemap_copy
 from brainall_ops.planning.changes import Change
 from brainall_ops.planning.fleet import place_rolemap
 from brainall_ops.planning.plan import PlanContext
 from brainall_ops.proxmox.plan import plan_changes
-from brainall_ops.proxmox.simulator.cluster import GIB
-from brainall_ops.proxmox.simulator.harness import ENVIRONMENT, Fleet, write_rolemap_copy
 
 NAMES = {"vm-brainall-api", "vm-brainall-workers", "vm-brainall-nginx", "vm-brainall-db"}
 # the vzdump storage and job of data.vzdump, read after the VMs (test_proxmox_vzdump.py)

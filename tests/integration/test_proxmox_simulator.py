@@ -22,8 +22,8 @@ from proxmoxer import ProxmoxAPI
 from proxmoxer.core import ResourceException
 from proxmoxer.tools import Tasks
 
-from brainall_ops.proxmox.simulator import Cluster, Settings, Simulator, seed_from_rolemap
-from brainall_ops.proxmox.simulator.hooks import LabHook, RecordingHook
+from brainall_ops.lab.pve_simulator import Cluster, Settings, Simulator, seed_from_rolemap
+from brainall_ops.lab.pve_simulator.hooks import LabHook, RecordingHook
 from brainall_ops.rolemap.loader import REPO_ROOT, load_rolemap
 
 TOKEN = "brainall-ops@pve!deploy"
@@ -205,7 +205,7 @@ def test_runs_as_a_process_and_keeps_its_state(tmp_path: Path) -> None:
             [
                 sys.executable,
                 "-m",
-                "brainall_ops.proxmox.simulator",
+                "brainall_ops.lab.pve_simulator",
                 "--port",
                 "0",
                 "--state",

@@ -16,11 +16,11 @@ import pytest
 from proxmoxer import ProxmoxAPI
 from proxmoxer.core import ResourceException
 
+from brainall_ops.lab.pve_simulator import Cluster, Settings, Simulator, seed_from_rolemap
+from brainall_ops.lab.pve_simulator.harness import ENVIRONMENT, Fleet, PyinfraRun
 from brainall_ops.planning.fleet import place_rolemap
 from brainall_ops.planning.plan import PlanContext
 from brainall_ops.proxmox.plan import plan_changes
-from brainall_ops.proxmox.simulator import Cluster, Settings, Simulator, seed_from_rolemap
-from brainall_ops.proxmox.simulator.harness import ENVIRONMENT, Fleet, PyinfraRun
 from brainall_ops.rolemap.loader import load_rolemap
 
 TOKEN = "brainall-ops@pve!deploy"

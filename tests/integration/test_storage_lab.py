@@ -38,9 +38,9 @@ from pathlib import Path
 
 import pytest
 
+from brainall_ops.lab.storagebox import chroot_of
 from brainall_ops.rolemap import load_rolemap
 from brainall_ops.rolemap.loader import BUILTIN_ROLEMAP, REPO_ROOT
-from brainall_ops.storage.lab_box import chroot_of
 from brainall_ops.storage.logic import (
     BACKUP_LOG,
     CIFS_CREDENTIALS,

@@ -18,11 +18,11 @@ assert B is not None
 def test_the_lab_ships_its_app_through_data() -> None:
     data = {
         "backends_app": "lab_app:app",
-        "backends_app_source": "tests/integration/backend_app",
+        "backends_app_source": "brainall_ops/lab/backend_app",
         "backends_extra_packages": "python3-starlette, python3-uvicorn",
     }
     b = deploy_parameters(B, data)
-    assert (b.app, b.app_source) == ("lab_app:app", "tests/integration/backend_app")
+    assert (b.app, b.app_source) == ("lab_app:app", "brainall_ops/lab/backend_app")
     assert b.packages == ["python3-uvicorn", "python3-fastapi", "python3-starlette"]
     assert deploy_parameters(B, {}) is B
 

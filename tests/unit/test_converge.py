@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from brainall_ops.converge import ConvergedState, Probe, digest
+from brainall_ops.shared.converge import ConvergedState, Probe, digest
 
 
 def live(probe: Probe) -> str:

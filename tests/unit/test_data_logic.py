@@ -22,11 +22,17 @@ from brainall_ops.data.logic import (
     verifier_digest,
 )
 from brainall_ops.data.rendering import render
-from brainall_ops.data.secrets import secret_from
 from brainall_ops.errors import BrainallError
 from brainall_ops.rolemap import load_rolemap
+from brainall_ops.shared.secrets import Secret, one_word
+from brainall_ops.shared.secrets import secret_from as _secret_from
 
 RM = load_rolemap()
+
+
+def secret_from(variable: str, environ: dict[str, str]) -> Secret | None:
+    """The data tier's rule (one word of 12 or more) over the one reader."""
+    return _secret_from(variable, environ, check=one_word)
 
 
 def test_memory_comes_from_the_vm_size_in_the_role_map() -> None:

@@ -1,6 +1,6 @@
 """Phase 3 logic: the GPU facts parser and refusals, what each vLLM unit runs, the overrides.
 
-No vLLM here: nvidia-smi is the test stand-in (tests/integration/standins/nvidia-smi), run through
+No vLLM here: nvidia-smi is the test stand-in (brainall_ops/lab/standins/nvidia-smi), run through
 the fact's own shell command.
 """
 
@@ -32,10 +32,11 @@ from brainall_ops.inference.logic import (
     version_tuple,
     vram_budget,
 )
+from brainall_ops.lab import standins
 from brainall_ops.rolemap import BUILTIN_ROLEMAP, load_rolemap, parse_rolemap
-from brainall_ops.rolemap.loader import REPO_ROOT
+from brainall_ops.shared.templating import template_dir
 
-STANDINS = REPO_ROOT / "tests" / "integration" / "standins"
+STANDINS = Path(standins.__file__).parent
 RM = load_rolemap()
 INF = RM.inference
 assert INF is not None
@@ -188,7 +189,7 @@ def test_rsync_never_keeps_owners_and_mirrors_only_the_local_copy() -> None:
 
 
 def test_the_unit_template_renders_the_long_start_and_restart_on_failure() -> None:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(REPO_ROOT / "templates" / "inference"))
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir("inference")))
     text = env.get_template("vllm.service.j2").render(
         what="x",
         description="vLLM model %i",
@@ -278,10 +279,11 @@ def test_cpu_services_need_a_cpu_runtime() -> None:
 
 # --------------------------------------------------------------------------- the Redis password
 def test_the_redis_password_comes_from_the_environment_or_a_file(tmp_path: Path) -> None:
-    assert redis_password({REDIS_PASSWORD_ENV: "a" * 16}) == "a" * 16
+    assert redis_password({REDIS_PASSWORD_ENV: "a" * 16}).reveal() == "a" * 16
     secret = tmp_path / "redis.secret"
     secret.write_text("b" * 20 + "\n")
-    assert redis_password({REDIS_PASSWORD_FILE_ENV: str(secret)}) == "b" * 20
+    secret.chmod(0o600)  # the one rule: a secret file is closed to group and others
+    assert redis_password({REDIS_PASSWORD_FILE_ENV: str(secret)}).reveal() == "b" * 20
 
 
 def test_a_missing_or_bad_redis_password_is_refused_without_showing_it() -> None:

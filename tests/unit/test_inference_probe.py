@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from brainall_ops.inference import probe
-from tests.integration.standins.vllm_standin.server import serve
+from brainall_ops.lab.standins.vllm_standin.server import serve
 
 
 @pytest.fixture

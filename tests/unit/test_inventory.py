@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+from brainall_ops.planning.inventory import write_inventories
 from brainall_ops.rolemap import BUILTIN_ROLEMAP, REPO_ROOT, load_rolemap
-from brainall_ops.rolemap.inventory import write_inventories
 
 INVENTORIES = REPO_ROOT / "inventories"
 

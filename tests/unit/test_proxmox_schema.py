@@ -6,7 +6,7 @@ from functools import cache
 
 import pytest
 
-from brainall_ops.proxmox.simulator.schema import (
+from brainall_ops.lab.pve_simulator.schema import (
     ApiSchema,
     NoSuchMethod,
     ParameterError,

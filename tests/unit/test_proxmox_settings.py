@@ -12,8 +12,10 @@ from brainall_ops.planning.fleet import place_rolemap
 from brainall_ops.planning.plan import PlanContext
 from brainall_ops.proxmox.client import ApiError, TaskFailed, connection_settings
 from brainall_ops.proxmox.plan import plan_changes
-from brainall_ops.proxmox.secrets import Secret, SecretError, read_token_secret, scrub
 from brainall_ops.rolemap.loader import REPO_ROOT, load_rolemap
+from brainall_ops.shared.secrets import PROXMOX_TOKEN, Secret, SecretError, scrub
+
+read_token_secret = PROXMOX_TOKEN.require
 
 TOKEN = "0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"
 

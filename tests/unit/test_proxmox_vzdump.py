@@ -7,7 +7,9 @@ import dataclasses
 
 import pytest
 
-from brainall_ops.data.vzdump import (
+from brainall_ops.errors import BrainallError
+from brainall_ops.lab.pve_simulator.schema import check_format
+from brainall_ops.proxmox.vzdump_spec import (
     JOB_COMMENT,
     VzdumpRefusal,
     parse_prune,
@@ -16,8 +18,6 @@ from brainall_ops.data.vzdump import (
     vzdump_spec,
     vzdump_vmids,
 )
-from brainall_ops.errors import BrainallError
-from brainall_ops.proxmox.simulator.schema import check_format
 from brainall_ops.rolemap import load_rolemap
 from brainall_ops.rolemap.models import VzdumpBackup
 

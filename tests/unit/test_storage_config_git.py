@@ -15,10 +15,10 @@ import pytest
 from brainall_ops.data.logic import REDIS_AUTH
 from brainall_ops.errors import RoleMapError
 from brainall_ops.inference.logic import REDIS_AUTH_CONF
+from brainall_ops.lab import storagebox as lab_box
 from brainall_ops.planning.plan import build_plan
 from brainall_ops.rolemap import load_rolemap
 from brainall_ops.rolemap.loader import BUILTIN_ROLEMAP, parse_rolemap
-from brainall_ops.storage import lab_box
 from brainall_ops.storage.config_git import (
     BUILTIN_EXCLUDES,
     UNIT,

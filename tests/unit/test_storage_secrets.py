@@ -10,14 +10,16 @@ import pytest
 
 from brainall_ops.errors import BrainallError
 from brainall_ops.rolemap import REPO_ROOT
-from brainall_ops.storage.secrets import (
-    MASK,
-    PASSWORD_ENV,
-    PASSWORD_FILE_ENV,
-    Secret,
-    box_password,
-    read_password_file,
-)
+from brainall_ops.shared.secrets import MASK, STORAGEBOX_PASSWORD, Secret
+
+PASSWORD_ENV = STORAGEBOX_PASSWORD.variable
+PASSWORD_FILE_ENV = STORAGEBOX_PASSWORD.file_variable
+box_password = STORAGEBOX_PASSWORD.read
+
+
+def read_password_file(path: Path, repo_root: Path) -> Secret | None:
+    return STORAGEBOX_PASSWORD.read({PASSWORD_FILE_ENV: str(path)}, repo_root)
+
 
 PASSWORD = "Zq7-not-a-real-box-password"
 

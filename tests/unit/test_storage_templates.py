@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
+from brainall_ops.lab.storagebox import CHROOT_PROGRAMS, SHELL, SHELL_COMMANDS, sshd_ports
 from brainall_ops.rolemap import load_rolemap
-from brainall_ops.storage.lab_box import CHROOT_PROGRAMS, SHELL, SHELL_COMMANDS, sshd_ports
 from brainall_ops.storage.logic import (
     BACKUP_LOG,
     backup_job,

@@ -18,14 +18,14 @@ from pyinfra.api import OperationError, deploy
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import apt, files, server, systemd
 
-from brainall_ops.deploy_context import environment_for, rolemap_for
 from brainall_ops.errors import BrainallError
 from brainall_ops.rolemap.environment import PRODUCTION
+from brainall_ops.shared.deploy_context import environment_for, rolemap_for
+from brainall_ops.shared.secrets import STORAGEBOX_PASSWORD
 from brainall_ops.storage.facts import SshdPorts
 from brainall_ops.storage.logic import SCRIPT_DIR, box_endpoint
 from brainall_ops.storage.operations import lab_chroot_populated, secret_file
 from brainall_ops.storage.rendering import template_path
-from brainall_ops.storage.secrets import box_password
 
 CHROOT_BASE = "/srv/storagebox"
 SHELL = "/usr/local/bin/storagebox-shell"
@@ -65,7 +65,7 @@ def _lab_storage_box() -> None:
     if environment == PRODUCTION:
         raise BrainallError("the Storage Box stand-in is for test environments only (this inventory is production)")
     box = box_endpoint(rm, environment)
-    password = box_password()
+    password = STORAGEBOX_PASSWORD.read()
     if password is None:
         raise BrainallError(
             "the lab Storage Box needs the box password: set BRAINALL_STORAGEBOX_PASSWORD "

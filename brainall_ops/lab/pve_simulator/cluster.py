@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote
 
-from brainall_ops.proxmox.simulator.hooks import VMEvent, VMHook
+from brainall_ops.lab.pve_simulator.hooks import VMEvent, VMHook
 
 KIB = 1024
 MIB = 1024**2

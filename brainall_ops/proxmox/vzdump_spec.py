@@ -116,7 +116,7 @@ def vzdump_vmids(rm: RoleMap, vz: VzdumpBackup) -> list[int]:
 
 def vzdump_spec(rm: RoleMap, environment: str = PRODUCTION) -> VzdumpSpec | None:
     """The storage and job of `environment`; None when the role map has no `data.vzdump`."""
-    from brainall_ops.storage.logic import box_endpoint
+    from brainall_ops.storage import box_endpoint
 
     if rm.data is None or rm.data.vzdump is None:
         return None

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from brainall_ops.proxmox.simulator.cluster import (
+from brainall_ops.lab.pve_simulator.cluster import (
     DISK_KEY,
     FAST_PLUG,
     GIB,
@@ -34,7 +34,7 @@ from brainall_ops.proxmox.simulator.cluster import (
     parse_size,
     split_property_string,
 )
-from brainall_ops.proxmox.simulator.schema import (
+from brainall_ops.lab.pve_simulator.schema import (
     PRUNE_BACKUPS_FORMAT,
     ApiSchema,
     Method,

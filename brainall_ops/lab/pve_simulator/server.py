@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from brainall_ops.proxmox.simulator.api import Api
-from brainall_ops.proxmox.simulator.cluster import ApiError, Cluster, Fault, RequestRecord
-from brainall_ops.proxmox.simulator.schema import ApiSchema
-from brainall_ops.proxmox.simulator.tls import make_certificates
+from brainall_ops.lab.pve_simulator.api import Api
+from brainall_ops.lab.pve_simulator.cluster import ApiError, Cluster, Fault, RequestRecord
+from brainall_ops.lab.pve_simulator.schema import ApiSchema
+from brainall_ops.lab.pve_simulator.tls import make_certificates
 
 API_PREFIX = "/api2/json"
 ADMIN_PREFIX = "/_simulator"

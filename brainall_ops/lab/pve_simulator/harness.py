@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from brainall_ops.proxmox.simulator.cluster import Cluster, Settings
-from brainall_ops.proxmox.simulator.hooks import RecordingHook
-from brainall_ops.proxmox.simulator.seed import seed_from_rolemap
-from brainall_ops.proxmox.simulator.server import Simulator
+from brainall_ops.lab.pve_simulator.cluster import Cluster, Settings
+from brainall_ops.lab.pve_simulator.hooks import RecordingHook
+from brainall_ops.lab.pve_simulator.seed import seed_from_rolemap
+from brainall_ops.lab.pve_simulator.server import Simulator
 from brainall_ops.rolemap.loader import BUILTIN_ROLEMAP, REPO_ROOT, load_rolemap
 
 ROLEMAP_SECTIONS_OF_OTHER_CONCERNS = ("storage", "ceph", "inference", "backends", "firewall", "data", "monitoring")
@@ -153,7 +153,7 @@ class Fleet:
                 continue
             hosts.append((f"@fake/{host.name}", data))
         lines = [
-            "# Written by brainall_ops.proxmox.simulator.harness: the Proxmox hosts for deploys/phase2.py",
+            "# Written by brainall_ops.lab.pve_simulator.harness: the Proxmox hosts for deploys/phase2.py",
             "# against the API simulator. Any shell command on them fails: phase 2 must run none.",
             "import re",
             "",
@@ -200,7 +200,7 @@ class Fleet:
 
     def client(self) -> Any:
         from brainall_ops.proxmox.client import ConnectionSettings, ProxmoxClient
-        from brainall_ops.proxmox.secrets import Secret
+        from brainall_ops.shared.secrets import Secret
 
         settings = ConnectionSettings(
             url=self.simulator.url, token_id=self.token_id, verify=str(self.simulator.ca_file)

@@ -12,8 +12,8 @@ name this cluster's ceph.conf on their command line are ever signalled (a stale 
 at an unrelated process is ignored). A lock file keeps two processes from running a cluster on
 the same monitor ports at once.
 
-    python -m brainall_ops.ceph.testcluster up [--dir DIR]     # prints the ceph.conf path
-    python -m brainall_ops.ceph.testcluster down [--dir DIR]
+    python -m brainall_ops.lab.ceph_cluster up [--dir DIR]     # prints the ceph.conf path
+    python -m brainall_ops.lab.ceph_cluster down [--dir DIR]
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ class TestCluster:
         d = self.directory
         v2, v1 = self.mon_ports
         store_bytes = self.osd_bytes or (4 * GIB if self.objectstore == "bluestore" else GIB)
-        return f"""# brainall-ops Ceph test cluster (brainall_ops/ceph/testcluster.py); everything under {d}
+        return f"""# brainall-ops Ceph test cluster (brainall_ops/lab/ceph_cluster.py); everything under {d}
 [global]
     fsid = {fsid}
     mon host = [v2:127.0.0.1:{v2},v1:127.0.0.1:{v1}]
@@ -454,7 +454,7 @@ def _signal(pid: int, sig: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m brainall_ops.ceph.testcluster", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m brainall_ops.lab.ceph_cluster", description=__doc__.split("\n")[0])
     parser.add_argument("action", choices=["up", "down", "status"])
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     parser.add_argument("--objectstore", choices=["bluestore", "memstore"], default="bluestore")

@@ -14,11 +14,11 @@ In process::
     with Simulator(cluster) as sim:
         ...  # sim.url, sim.ca_file, sim.add_fault(kind="task_fail", path="/nodes/*/qemu/*/clone")
 
-As a process: `python -m brainall_ops.proxmox.simulator --port 0 --state FILE` prints its URL.
+As a process: `python -m brainall_ops.lab.pve_simulator --port 0 --state FILE` prints its URL.
 """
 
-from brainall_ops.proxmox.simulator.cluster import Cluster, Fault, Settings
-from brainall_ops.proxmox.simulator.seed import seed_from_rolemap
-from brainall_ops.proxmox.simulator.server import Simulator, SimulatorAdmin
+from brainall_ops.lab.pve_simulator.cluster import Cluster, Fault, Settings
+from brainall_ops.lab.pve_simulator.seed import seed_from_rolemap
+from brainall_ops.lab.pve_simulator.server import Simulator, SimulatorAdmin
 
 __all__ = ["Cluster", "Fault", "Settings", "Simulator", "SimulatorAdmin", "seed_from_rolemap"]

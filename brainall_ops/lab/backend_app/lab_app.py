@@ -1,7 +1,7 @@
 """A small real ASGI app (Starlette) for the backend cluster's lab tests.
 
 Deployed onto the lab's API host by the real deploy (deploys/phase4.py with
-`--data backends_app_source=tests/integration/backend_app --data backends_app=lab_app:app`).
+`--data backends_app_source=brainall_ops/lab/backend_app --data backends_app=lab_app:app`).
 Every answer says which instance served it: the port, the worker's pid, the mode and workers it
 was started with (the environment backendctl gives each instance).
 """

@@ -137,11 +137,14 @@ def inventory_targets(rm: RoleMap) -> dict[str, tuple[str, str | None]]:
     return targets
 
 
-def write_inventories(rm: RoleMap, rolemap_path: Path, out_dir: Path) -> list[tuple[Path, bool]]:
-    """Write every inventory file; returns (path, changed) for each."""
+def write_inventories(
+    rm: RoleMap, rolemap_path: Path, out_dir: Path, root: Path | None = None
+) -> list[tuple[Path, bool]]:
+    """Write every inventory file; returns (path, changed) for each. The inventories name the role
+    map relative to `root` (default: the fleet repository), where pyinfra runs from."""
     text = rolemap_path.read_bytes()
     try:
-        rel = str(rolemap_path.resolve().relative_to(REPO_ROOT))
+        rel = str(rolemap_path.resolve().relative_to((root or REPO_ROOT).resolve()))
     except ValueError:
         rel = str(rolemap_path.resolve())
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@ role map records as already running (so live budgets start from the measured num
 
 from __future__ import annotations
 
-from brainall_ops.proxmox.simulator.cluster import GIB, VM, Cluster, Node, Storage
+from brainall_ops.lab.pve_simulator.cluster import GIB, VM, Cluster, Node, Storage
 from brainall_ops.rolemap.models import RoleMap
 
 TEMPLATE_VMID_BASE = 9000

@@ -1,4 +1,4 @@
-"""`python -m brainall_ops.proxmox.simulator`: run the simulator as a process.
+"""`python -m brainall_ops.lab.pve_simulator`: run the simulator as a process.
 
 Prints, one per line: the URL, `ca_file=PATH` (the CA to verify it with), `token_id=ID` and,
 when it made the token secret itself, `token_secret_file=PATH` (mode 0600, kept across starts;
@@ -8,7 +8,7 @@ picked up again at the next start; without it, a fresh cluster is seeded from th
 In the lab (the role map's `proxmox.environments.lab`: https://127.0.0.1:8006, CA in
 $BRAINALL_LAB_DIR/proxmox/ca.pem)::
 
-    python -m brainall_ops.proxmox.simulator --port 8006 --state "$LAB/proxmox/cluster.json" \
+    python -m brainall_ops.lab.pve_simulator --port 8006 --state "$LAB/proxmox/cluster.json" \
         --tls-dir "$LAB/proxmox" --lab-state "$LAB"
     BRAINALL_PROXMOX_TOKEN_FILE="$LAB/proxmox/token-secret" pyinfra inventories/lab.py deploys/phase2.py
 """
@@ -28,7 +28,7 @@ from brainall_ops.errors import BrainallError
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m brainall_ops.proxmox.simulator",
+        prog="python -m brainall_ops.lab.pve_simulator",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hook-log", type=Path, help="append VM start/stop events to this file (JSON lines)")
     args = parser.parse_args(argv)
 
-    from brainall_ops.proxmox.simulator import Cluster, Settings, Simulator, seed_from_rolemap
-    from brainall_ops.proxmox.simulator.hooks import LabHook, LabHookUnavailable, RecordingHook, VMHook
+    from brainall_ops.lab.pve_simulator import Cluster, Settings, Simulator, seed_from_rolemap
+    from brainall_ops.lab.pve_simulator.hooks import LabHook, LabHookUnavailable, RecordingHook, VMHook
     from brainall_ops.rolemap.loader import load_rolemap
 
     try:
