@@ -213,7 +213,10 @@ class _Rules:
         found = self.conflicts(vm, host)
         if not found:
             return None
-        return "; ".join(f"anti-affinity '{rule.name}': {', '.join(clash)} is there" for rule, clash in found)
+        return "; ".join(
+            f"anti-affinity '{rule.name}': {', '.join(clash)} {'is' if len(clash) == 1 else 'are'} there"
+            for rule, clash in found
+        )
 
     def of_vm_avoid(self, vm: str) -> set[str]:
         return {other for rule in self.of_vm.get(vm, []) for other in rule.keeps_apart(vm)}
@@ -231,8 +234,8 @@ class _Rules:
         parts = []
         for rule in self.of_vm.get(vm, []):
             avoid = sorted(rule.keeps_apart(vm))
-            where = sorted({placed[v] for v in avoid if v in placed})
-            kept = f" (they are on {', '.join(where)})" if where else ""
+            where = [f"{v} on {placed[v]}" for v in avoid if v in placed]
+            kept = f" ({', '.join(where)})" if where else ""
             parts.append(f"anti-affinity '{rule.name}': not with {', '.join(avoid)}{kept}")
         return "; " + "; ".join(parts) if parts else ""
 
