@@ -20,7 +20,7 @@ from brainall_ops.planning.placement import (
     VMRequest,
     place,
 )
-from brainall_ops.rolemap import load_rolemap, parse_rolemap
+from brainall_ops.rolemap import BUILTIN_ROLEMAP, parse_rolemap
 
 LINE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+): (?P<path>\S+): (?P<msg>.+)$")
 
@@ -247,8 +247,20 @@ def test_anti_affinity_names_are_checked_at_load() -> None:
     assert any("api and db are both pinned to big, which this rule forbids" in p for p in info.value.problems)
 
 
-def test_builtin_map_keeps_the_seed_and_explains_its_rule() -> None:
-    result = place_rolemap(load_rolemap())
+def test_builtin_map_with_the_database_apart_keeps_the_seed_and_explains_the_rule() -> None:
+    text = BUILTIN_ROLEMAP.read_text()
+    example = "  # anti_affinity:\n  #   - {name: db-apart-from-app, vms: [db_vms], apart_from: [app_vms, nginx]}\n"
+    assert example in text
+    rule = "  anti_affinity:\n    - {name: db-apart-from-app, vms: [db_vms], apart_from: [app_vms, nginx]}\n"
+    rm = parse_rolemap(text.replace(example, rule), "fleet.yaml")
+    assert [r.name for r in rm.placement.anti_affinity] == ["db-apart-from-app"]
+    result = place_rolemap(rm)
+    assert {p.vm: p.host for p in result.placements} == {
+        "vm-brainall-api": "prox-106",
+        "vm-brainall-workers": "prox-106",
+        "vm-brainall-nginx": "prox-106",
+        "vm-brainall-db": "prox-101",
+    }
     db = result.by_vm()["vm-brainall-db"]
     assert db.host == "prox-101"
     assert "anti-affinity 'db-apart-from-app'" in db.reason and "(vm-brainall-api on prox-106)" in db.reason
