@@ -8,6 +8,8 @@ says what kind of problem it is: `(file)`, `(yaml)` or `(limits)`.
 
 from __future__ import annotations
 
+import json
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,10 +62,20 @@ def shorten(text: str, limit: int = SHOWN_CHARS) -> str:
     return f"{text[:keep]}…[{len(text) - 2 * keep:,} characters]…{text[-keep:]}"
 
 
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_@+-][A-Za-z0-9_.@+-]{0,79}$")
+
+
 def format_path(loc: Loc) -> str:
+    """hosts[2].measured.ram_free_gb; a key with spaces, colons or other odd characters is shown
+    quoted, with its spaces escaped, so the path stays one word of the `file:line: field: message` line."""
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _PLAIN_KEY.match(str(part)):
+            out += f".{part}" if out else str(part)
+        else:
+            out += "[" + shorten(json.dumps(str(part)), 60).replace(" ", "\\u0020") + "]"
     return out or "(top level)"
 
 

@@ -83,7 +83,9 @@ def _refuse_coercion(kind: str, value: Any, where: str = "") -> None:
             raise PydanticCustomError("strict_number", "{where}true/false is not a number", {"where": where})
         if isinstance(value, str) and _numeric_text(value.strip()):
             raise PydanticCustomError(
-                "strict_number", "{where}a number in quotes is text: write it without quotes", {"where": where}
+                "strict_number",
+                "{where}a number in quotes is text: write it without quotes (YAML reads 1e3 as text: write 1.0e+3)",
+                {"where": where},
             )
         if isinstance(value, float) and not math.isfinite(value):
             raise PydanticCustomError("finite_number", "{where}must be a finite number", {"where": where})
