@@ -173,6 +173,50 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     return []
 
 
+def _measure_tree(root: yaml.Node, limits: Limits) -> bool:
+    """_measure for a map without anchors (so without aliases: a tree), in one cheap pass that
+    also looks for duplicate keys. Returns whether some mapping repeats a key."""
+    mapping, sequence, scalar = yaml.MappingNode, yaml.SequenceNode, yaml.ScalarNode
+    count = 0
+    duplicate = False
+    stack: list[tuple[yaml.Node, int]] = [(root, 1)]
+    while stack:
+        node, level = stack.pop()
+        count += 1
+        if level > limits.max_depth:
+            raise _Refused(
+                node.start_mark.line + 1, "(limits)", f"nested deeper than {limits.max_depth} levels (limit max_depth)"
+            )
+        kind = type(node)
+        if kind is mapping:
+            keys = []
+            for key, value in node.value:
+                if type(key) is scalar:
+                    keys.append(key.value)
+                    count += 1
+                else:
+                    stack.append((key, level + 1))
+                if type(value) is scalar:
+                    count += 1
+                else:
+                    stack.append((value, level + 1))
+            if not duplicate and len(keys) != len(set(keys)):
+                duplicate = True
+        elif kind is sequence:
+            for item in node.value:
+                if type(item) is scalar:
+                    count += 1
+                else:
+                    stack.append((item, level + 1))
+        if count > limits.max_nodes:
+            raise _Refused(
+                node.start_mark.line + 1,
+                "(limits)",
+                f"the map has more than {limits.max_nodes:,} nodes (limit max_nodes={limits.max_nodes:,})",
+            )
+    return duplicate
+
+
 def _measure(root: yaml.Node, limits: Limits) -> None:
     """Hold the composed node graph to the limits, without expanding any alias.
 
@@ -288,11 +332,13 @@ def parse_rolemap(text: str, source: str, limits: Limits = LIMITS) -> RoleMap:
     if root is None:
         raise RoleMapError([f"{source}:1: (top level): the role map is empty"])
     try:
-        _measure(root, limits)
+        if "&" in text:  # anchors, so perhaps aliases: measure the graph node by node, each once
+            _measure(root, limits)
+            duplicates = _duplicate_keys(root)
+        else:
+            duplicates = LineIndex(root) if _measure_tree(root, limits) else None
     except _Refused as refused:
         raise RoleMapError([f"{source}:{refused.line}: {refused.where}: {refused.message}"]) from None
-
-    duplicates = _duplicate_keys(root)
     if duplicates is not None:
         raise RoleMapError(
             _limited([f"{source}:{line}: {format_path(loc)}: duplicate key" for loc, line in duplicates.duplicates])
