@@ -33,7 +33,7 @@ from brainall_ops.errors import BrainallError
 DETAIL_LIMIT = 32
 # The backtracking search runs on fleets up to this size (VMs x hosts), for at most this many steps.
 SEARCH_MAX_CELLS = 64 * 64
-SEARCH_MAX_STEPS = 50_000
+SEARCH_MAX_STEPS = 20_000
 EPSILON = 1e-9
 
 Strategy = Literal["pack", "spread"]
@@ -428,6 +428,9 @@ def place(
         )
         if not fits_alone:  # no other placement could help it
             raise unplaced.refusal from None
+        impossible = _too_few_hosts(vm_list, hosts, latency_budget_ms, anti_affinity, headroom)
+        if impossible is not None:
+            raise impossible from None
         if len(vm_list) * len(hosts) > SEARCH_MAX_CELLS:
             unplaced.refusal.args = (
                 f"{unplaced.refusal} (the fleet is too large for the search over assignments that could "
@@ -501,6 +504,51 @@ def _greedy(
             pinned=vm.pinned_host is not None,
         )
     return PlacementResult([decided[v.name] for v in vm_list], dict(by_name))
+
+
+def _too_few_hosts(
+    vm_list: list[VMRequest],
+    hosts: Sequence[HostCapacity],
+    budget_ms: float,
+    anti_affinity: Sequence[AntiAffinityRule],
+    headroom: str,
+) -> PlacementError | None:
+    """A rule that needs more hosts than can take its VMs at all (counting: no search needed)."""
+    by_name = {vm.name: vm for vm in vm_list}
+    for rule in anti_affinity:
+        members = [by_name[n] for n in sorted(rule.vms | (rule.apart_from or frozenset())) if n in by_name]
+        needed = len([n for n in rule.vms if n in by_name]) if rule.apart_from is None else 2
+        if rule.apart_from is not None and not (
+            any(n in by_name for n in rule.vms) and any(n in by_name for n in rule.apart_from)
+        ):
+            continue
+        able = [
+            h
+            for h in hosts
+            if any(why_not(h, vm, budget_ms) is None and vm.pinned_host in (None, h.name) for vm in members)
+        ]
+        if len(able) >= needed:
+            continue
+        unable = [
+            f"{h.name}: {why_not(h, members[0], budget_ms) or 'takes none of them'} ({_has(h)})"
+            for h in hosts
+            if h not in able
+        ]
+        what = (
+            f"keeps {needed} VMs ({', '.join(vm.name for vm in members)}) on {needed} different hosts"
+            if rule.apart_from is None
+            else f"keeps {', '.join(sorted(n for n in rule.vms if n in by_name))} off the hosts of "
+            f"{', '.join(sorted(n for n in rule.apart_from if n in by_name))}, which takes 2 hosts"
+        )
+        message = (
+            f"anti-affinity '{rule.name}' {what}, but only {len(able)} Proxmox host"
+            f"{'' if len(able) == 1 else 's'} can take any of them"
+            + (f" ({'; '.join(_describe(h) for h in able[:DETAIL_LIMIT])})" if able else "")
+            + (f" — the others: {_shown_hosts(unable)}" if unable else "")
+            + (f". {headroom}" if headroom else "")
+        )
+        return PlacementError(message, vm=members[0].name if members else None, rule=rule.index)
+    return None
 
 
 def _preference(vm: VMRequest, host: HostCapacity, strategy: Strategy) -> tuple:

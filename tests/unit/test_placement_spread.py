@@ -170,13 +170,30 @@ def test_impossible_anti_affinity_is_refused_with_the_numbers_at_the_rule() -> N
     assert match and match["path"] == "placement.anti_affinity[0]"
     assert int(match["line"]) == text.splitlines().index("  - name: pg-replicas") + 1
     msg = match["msg"]
-    assert "no placement of the 3 VMs keeps every rule and limit" in msg
-    assert "pg-2 fits on no Proxmox host" in msg and "apart from pg-0, pg-1" in msg
-    assert "(with pg-0 on a, pg-1 on b)" in msg or "(with pg-0 on b, pg-1 on a)" in msg
-    for host in ("a", "b"):
-        assert re.search(rf"{host}: anti-affinity 'pg-replicas': pg-\d is there \(has [\d.]+ GB RAM, ", msg), msg
-    assert "far: latency 18 ms > 2 ms budget (has 224.4 GB RAM, 32 vCPU, 1600 GB disk free after headroom" in msg
+    assert msg.startswith(
+        "anti-affinity 'pg-replicas' keeps 3 VMs (pg-0, pg-1, pg-2) on 3 different hosts, but only 2 Proxmox hosts "
+        "can take any of them (a: 87.2 GB RAM, 32 vCPU, 1600 GB disk free after headroom, 0.5 ms; b: "
+    ), msg
+    assert "the others: far: latency 18 ms > 2 ms budget (has 224.4 GB RAM, 32 vCPU, 1600 GB disk free after" in msg
     assert "After headroom (placement.headroom)" in msg
+
+
+def test_when_counting_is_not_enough_the_search_refuses_with_where_it_got_furthest() -> None:
+    # three hosts for three replicas, but with the other VMs there is room for only two of them
+    hosts = [HostCapacity(h, 0.5, frozenset({"data"}), 64, 40, 0, 32, 0, 1000, 0) for h in ("a", "b", "c")]
+    vms = [VMRequest(f"pg-{i}", "data", 1, 16, 1) for i in range(3)]
+    vms += [VMRequest(f"y{i}", "data", 1, 30, 1) for i in range(2)]
+    with pytest.raises(PlacementError) as info:
+        place(vms, hosts, 2.0, anti_affinity=[AntiAffinityRule("pg", frozenset(v.name for v in vms[:3]))])
+    msg = str(info.value)
+    assert msg.startswith("no placement of the 5 VMs keeps every rule and limit (")
+    assert "steps of the search over assignments); where it got furthest: " in msg
+    assert re.search(
+        r"pg-\d fits on no Proxmox host: it needs 1 vCPU, 16 GB RAM, 1 GB disk within the latency "
+        r"budget, apart from pg-\d, pg-\d \(with ",
+        msg,
+    ), msg
+    assert info.value.rule == 0 or info.value.field == "memory_gb"
 
 
 def test_the_search_finds_what_the_greedy_pass_misses() -> None:
