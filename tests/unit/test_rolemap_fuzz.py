@@ -5,10 +5,12 @@ traceback, never unbounded time or memory. Derandomized, so CI sees the same exa
 
 from __future__ import annotations
 
+import atexit
 import copy
 import json
 import re
 import resource
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +30,7 @@ BASE_DATA = yaml.safe_load(BASE_TEXT)
 LINE = re.compile(r"^(?P<file>[^:\n]+):(?P<line>\d+): (?P<path>\S+|\(top level\)): (?P<msg>.+)$")
 SECONDS_PER_EXAMPLE = 10
 SCRATCH = Path(tempfile.mkdtemp(prefix="rolemap-fuzz-"))
+atexit.register(shutil.rmtree, SCRATCH, ignore_errors=True)
 FUZZ = settings(
     max_examples=200,
     deadline=None,  # time is asserted per example below, with room for a loaded CI machine
