@@ -8,11 +8,11 @@ from pathlib import Path
 
 import click
 
-from brainall_ops.rolemap.cli import rolemap_option
+from brainall_ops.rolemap.cli import RoleMapCommand, rolemap_option
 from brainall_ops.rolemap.loader import BUILTIN_ROLEMAP, display_path, load_rolemap
 
 
-@click.command()
+@click.command(cls=RoleMapCommand)
 @rolemap_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @click.option("--live", is_flag=True, help="Also read live state (read-only calls only).")
@@ -33,9 +33,22 @@ def plan(rolemap_path: Path | None, as_json: bool, live: bool, environment: str)
 
         known = ", ".join(sorted({"production", *rm.environments}))
         raise BrainallError(f"unknown environment {environment!r} (the role map has: {known})")
-    result = build_plan(rm, display_path(path), live=live, environment=environment)
+    from brainall_ops.planning.fleet import located_refusal
+    from brainall_ops.planning.placement import PlacementError
+
+    try:
+        result = build_plan(rm, display_path(path), live=live, environment=environment)
+    except PlacementError as exc:
+        raise located_refusal(rm, exc) from None
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2, sort_keys=False))
+        try:
+            # allow_nan=False: the output is JSON, which has no Infinity or NaN
+            text = json.dumps(result.to_json(), indent=2, sort_keys=False, allow_nan=False)
+        except ValueError as exc:
+            from brainall_ops.errors import BrainallError
+
+            raise BrainallError(f"the plan cannot be written as JSON: {exc}") from None
+        click.echo(text)
     else:
         from brainall_ops.planning.render import render_plan
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from brainall_ops.planning.placement import HostCapacity, Placement, PlacementResult, VMRequest, place
+from brainall_ops.planning.placement import (
+    AntiAffinityRule,
+    HostCapacity,
+    Placement,
+    PlacementError,
+    PlacementResult,
+    VMRequest,
+    place,
+)
 from brainall_ops.rolemap.models import RoleMap
 
 
@@ -42,6 +50,33 @@ def existing_vm_hosts(rm: RoleMap) -> dict[str, str]:
     }
 
 
+def anti_affinity_rules(rm: RoleMap) -> list[AntiAffinityRule]:
+    """placement.anti_affinity with groups resolved to the VMs in them."""
+    groups: dict[str, set[str]] = {}
+    for vm in rm.vms:
+        groups.setdefault(vm.name, set()).add(vm.name)
+        for group in vm.groups:
+            groups.setdefault(group, set()).add(vm.name)
+
+    def members(names: list[str]) -> frozenset[str]:
+        return frozenset(vm for name in names for vm in groups.get(name, ()))
+
+    return [
+        AntiAffinityRule(rule.name, members(rule.vms), members(rule.apart_from) if rule.apart_from else None, i)
+        for i, rule in enumerate(rm.placement.anti_affinity)
+    ]
+
+
+def headroom_text(rm: RoleMap) -> str:
+    """How "after headroom" is computed, for refusals."""
+    h = rm.placement.headroom
+    return (
+        f"After headroom (placement.headroom): a host's free RAM less {h.ram_pct:g} % of its total RAM, its free "
+        f"disk less {h.disk_pct:g} % of its total disk, its threads x {h.vcpu_overcommit:g} less its existing "
+        "VMs' vCPUs; less what this plan put there before"
+    )
+
+
 def place_rolemap(rm: RoleMap) -> PlacementResult:
     """Placement of every VM of the role map (VMs already running stay where they are)."""
     already = existing_vm_hosts(rm)
@@ -50,7 +85,16 @@ def place_rolemap(rm: RoleMap) -> PlacementResult:
         for vm in rm.vms
         if vm.name not in already
     ]
-    result = place(requests, host_capacities(rm), rm.placement.latency_budget_ms, rm.placement.reference_host)
+    result = place(
+        requests,
+        host_capacities(rm),
+        rm.placement.latency_budget_ms,
+        rm.placement.reference_host,
+        strategy=rm.placement.strategy,
+        anti_affinity=anti_affinity_rules(rm),
+        fixed=already,
+        headroom=headroom_text(rm),
+    )
     for vm in rm.vms:
         if vm.name in already:
             result.placements.append(
@@ -66,6 +110,32 @@ def place_rolemap(rm: RoleMap) -> PlacementResult:
     order = {vm.name: i for i, vm in enumerate(rm.vms)}
     result.placements.sort(key=lambda p: order[p.vm])
     return result
+
+
+def place_located(rm: RoleMap) -> PlacementResult:
+    """place_rolemap, with a refusal turned into one `file:line: field: message` line (RoleMapError)."""
+    try:
+        return place_rolemap(rm)
+    except PlacementError as exc:
+        raise located_refusal(rm, exc) from None
+
+
+def located_refusal(rm: RoleMap, exc: PlacementError) -> Exception:
+    """The refusal as one `file:line: field: message` line (a RoleMapError)."""
+    from brainall_ops.errors import RoleMapError
+    from brainall_ops.rolemap.loader import locate
+
+    return RoleMapError([f"{locate(rm, refusal_loc(rm, exc))}: {exc}"])
+
+
+def refusal_loc(rm: RoleMap, exc: PlacementError) -> tuple[str | int, ...]:
+    """The role-map field a placement refusal is about."""
+    if exc.rule is not None:
+        return ("placement", "anti_affinity", exc.rule)
+    index = next((i for i, vm in enumerate(rm.vms) if vm.name == exc.vm), None)
+    if index is None:
+        return ("vms",)
+    return ("vms", index, exc.field) if exc.field else ("vms", index)
 
 
 @dataclass(frozen=True)

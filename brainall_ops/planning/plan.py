@@ -89,6 +89,7 @@ class Plan:
 
 
 def build_plan(rm: RoleMap, source: str, live: bool = False, **options: Any) -> Plan:
+    """Raises PlacementError when a VM cannot be placed (place_located gives it a file:line)."""
     placement = place_rolemap(rm)
     context = PlanContext(placement=placement, live=live, options=options)
     changes: list[Change] = []

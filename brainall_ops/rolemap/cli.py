@@ -8,23 +8,38 @@ import click
 
 from brainall_ops.rolemap.loader import BUILTIN_ROLEMAP, REPO_ROOT, display_path, load_rolemap
 
+
+class RoleMapCommand(click.Command):
+    """A command whose exit codes mean something (`plan`: 2 is "changes to make"): a usage
+    error exits 1, like every other error, instead of click's 2."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            exc.exit_code = 1
+            raise
+
+
+# Not click.Path(dir_okay=False): click would refuse a directory with a usage error (exit 2);
+# the loader refuses it as one `file:line: (file): message` line, exit 1.
 rolemap_option = click.option(
     "--rolemap",
     "rolemap_path",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     default=None,
     help="Role map YAML (default: the built-in BrainAll V2 map, inventories/brainall-v2.yaml).",
 )
 
 
-@click.command()
+@click.command(cls=RoleMapCommand)
 @rolemap_option
 def validate(rolemap_path: Path | None) -> None:
     """Check a role map: schema, duplicates, references, placement."""
-    from brainall_ops.planning.fleet import place_rolemap
+    from brainall_ops.planning.fleet import place_located
 
     rm = load_rolemap(rolemap_path)
-    place_rolemap(rm)
+    place_located(rm)
     click.echo(f"{display_path(rolemap_path or BUILTIN_ROLEMAP)}: ok ({len(rm.hosts)} hosts, {len(rm.vms)} VMs)")
 
 

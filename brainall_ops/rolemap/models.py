@@ -7,18 +7,118 @@ reported with the exact path of the field at fault.
 
 from __future__ import annotations
 
+import math
+import types
 from ipaddress import IPv4Address, IPv4Network
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=63)]
 Port = Annotated[int, Field(ge=1, le=65535)]
-PositiveGB = Annotated[float, Field(ge=0)]
+# Physical ranges: generous, but finite and of this world (every float is finite: allow_inf_nan).
+PositiveGB = Annotated[float, Field(ge=0, le=10_000_000)]  # 10 PB: any size in GB
+RamGB = Annotated[float, Field(ge=0, le=65_536)]  # 64 TB: more than any one machine has
+DiskGB = Annotated[float, Field(ge=0, le=10_000_000)]
+Milliseconds = Annotated[float, Field(ge=0, le=60_000)]
+GBps = Annotated[float, Field(ge=0, le=1_000)]
+Cores = Annotated[int, Field(ge=1, le=16_384)]
+
+
+def _unicast(address: IPv4Address, loopback_ok: bool = False) -> IPv4Address:
+    """An address a host can have: not 0.0.0.0, broadcast, multicast, class E or (in production) loopback."""
+    if address.is_unspecified:
+        raise ValueError(f'{address} is the unspecified address ("any"), not one a host can have')
+    if address == IPv4Address("255.255.255.255"):
+        raise ValueError(f"{address} is the broadcast address, not one a host can have")
+    if address.is_multicast:
+        raise ValueError(f"{address} is a multicast address, not one a host can have")
+    if address.is_reserved:
+        raise ValueError(f"{address} is in the reserved 240.0.0.0/4, not usable by a host")
+    if address.is_loopback and not loopback_ok:
+        raise ValueError(f"{address} is a loopback address: no other host could reach it")
+    return address
+
+
+# A host's or VM's own address (the network/broadcast address of its subnet is checked with
+# the subnet, in references.py). Environments (the lab) may use loopback.
+HostAddress = Annotated[IPv4Address, AfterValidator(_unicast)]
+EnvironmentAddress = Annotated[IPv4Address, AfterValidator(lambda a: _unicast(a, loopback_ok=True))]
+
+
+def _kind(annotation: Any) -> str | None:
+    """What `_no_coercion` checks for a field of this type: number, bool, address, list:..."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _kind(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        kinds = {_kind(arg) for arg in get_args(annotation) if arg is not type(None)}
+        return kinds.pop() if len(kinds) == 1 else None
+    if origin is list:
+        inner = _kind(get_args(annotation)[0])
+        return f"list:{inner}" if inner else None
+    if annotation is bool:
+        return "bool"
+    if annotation in (int, float):
+        return "number"
+    if annotation in (IPv4Address, IPv4Network):
+        return "address"
+    return None
+
+
+def _numeric_text(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _refuse_coercion(kind: str, value: Any, where: str = "") -> None:
+    """pydantic's lax mode turns "0.4" into 0.4, true into 1 and 3232235777 into an address:
+    in a role map each of those is a typo or a misunderstanding, so it is refused."""
+    if kind == "number":
+        if isinstance(value, bool):
+            raise PydanticCustomError("strict_number", "{where}true/false is not a number", {"where": where})
+        if isinstance(value, str) and _numeric_text(value.strip()):
+            raise PydanticCustomError(
+                "strict_number",
+                "{where}a number in quotes is text: write it without quotes (YAML reads 1e3 as text: write 1.0e+3)",
+                {"where": where},
+            )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise PydanticCustomError("finite_number", "{where}must be a finite number", {"where": where})
+    elif kind == "bool" and not isinstance(value, bool):
+        raise PydanticCustomError("strict_bool", "{where}must be true or false", {"where": where})
+    elif kind == "address" and not isinstance(value, str | IPv4Address | IPv4Network):
+        raise PydanticCustomError(
+            "strict_address",
+            "{where}an address is written as text, e.g. 192.168.100.6 or 10.0.0.0/24",
+            {"where": where},
+        )
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    _kinds: ClassVar[dict[type, dict[str, str | None]]] = {}
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_coercion(cls, value: Any, info: ValidationInfo) -> Any:
+        kinds = Strict._kinds.get(cls)
+        if kinds is None:
+            kinds = Strict._kinds[cls] = {name: _kind(f.annotation) for name, f in cls.model_fields.items()}
+        kind = kinds.get(info.field_name or "")
+        if kind is None:
+            return value
+        if kind.startswith("list:"):
+            if isinstance(value, list):
+                for i, item in enumerate(value):
+                    _refuse_coercion(kind[5:], item, f"item {i}: ")
+        else:
+            _refuse_coercion(kind, value)
+        return value
 
 
 # --------------------------------------------------------------------------- fleet
@@ -36,38 +136,38 @@ class SSH(Strict):
 
 class GPU(Strict):
     model: str
-    vram_gb: PositiveGB
+    vram_gb: Annotated[float, Field(ge=0, le=4096)]
     cuda: str | None = None
     driver: str | None = None
 
 
 class Hardware(Strict):
     cpu_model: str
-    cores: int = Field(ge=1)
-    threads: int = Field(ge=1)
-    ram_gb: PositiveGB
-    disk_gb: PositiveGB
+    cores: Cores
+    threads: Cores
+    ram_gb: RamGB
+    disk_gb: DiskGB
     gpu: GPU | None = None
 
 
 class Measured(Strict):
     """What the benchmark measured (15 Nov 2025), refreshed by `brainall-ops survey`."""
 
-    latency_from_gpu_ms: float | None = Field(default=None, ge=0)
+    latency_from_gpu_ms: Milliseconds | None = None
     packet_loss_pct: float = Field(default=0, ge=0, le=100)
-    disk_write_gbps: float | None = Field(default=None, ge=0)
-    disk_read_gbps: float | None = Field(default=None, ge=0)
-    ram_used_gb: PositiveGB | None = None
-    ram_free_gb: PositiveGB
-    disk_used_gb: PositiveGB | None = None
-    disk_free_gb: PositiveGB
+    disk_write_gbps: GBps | None = None
+    disk_read_gbps: GBps | None = None
+    ram_used_gb: RamGB | None = None
+    ram_free_gb: RamGB = Field(description="at most hardware.ram_gb (and used + free at most about it)")
+    disk_used_gb: DiskGB | None = None
+    disk_free_gb: DiskGB = Field(description="at most hardware.disk_gb")
 
 
 class ExistingVM(Strict):
     name: str
     vmid: int | None = Field(default=None, ge=100, le=999_999_999)
-    vcpu: int | None = Field(default=None, ge=1)
-    memory_gb: PositiveGB | None = None
+    vcpu: int | None = Field(default=None, ge=1, le=16_384)
+    memory_gb: RamGB | None = None
     notes: str = ""
 
 
@@ -75,7 +175,7 @@ class ProxmoxNode(Strict):
     node: Name
     ceph_osd: bool = False
     ceph_mon: bool = False
-    running_vms: int = Field(default=0, ge=0)
+    running_vms: int = Field(default=0, ge=0, le=100_000)
     existing_vms: list[ExistingVM] = []
 
 
@@ -86,9 +186,9 @@ class Host(Strict):
     role: str
     groups: list[Name] = []
     serves: list[Name] = Field(default=[], description="service tiers this host may take: app, data, ...")
-    address: IPv4Address = Field(description="vSwitch address")
-    public_address: IPv4Address | None = None
-    nat_address: IPv4Address | None = None
+    address: HostAddress = Field(description="vSwitch address")
+    public_address: HostAddress | None = None
+    nat_address: HostAddress | None = None
     public_ssh_port: Port | None = None
     ssh: SSH = SSH()
     vm_of: Name | None = Field(default=None, description="for a VM host: the Proxmox host it runs on")
@@ -106,9 +206,9 @@ class StorageBox(Strict):
     hostname: str
     user: str
     ssh_port: Port = 23
-    capacity_tb: PositiveGB
-    used_gb: PositiveGB = 0
-    latency_from_gpu_ms: float = Field(ge=0)
+    capacity_tb: Annotated[float, Field(gt=0, le=100_000)]
+    used_gb: PositiveGB = Field(default=0, description="at most capacity_tb x 1000")
+    latency_from_gpu_ms: Milliseconds
     protocols: list[Literal["ssh", "sftp", "rsync", "smb", "webdav"]]
     snapshots: bool = True
     password_must_be_reset: bool = False
@@ -122,24 +222,48 @@ class VM(Strict):
     tier: Name = Field(description="service tier; placement prefers hosts that serve it")
     latency_sensitive: bool = True
     vcpu: int = Field(ge=1, le=512)
-    memory_gb: PositiveGB
-    disk_gb: PositiveGB
-    address: IPv4Address
+    memory_gb: Annotated[float, Field(gt=0, le=65_536)]
+    disk_gb: Annotated[float, Field(gt=0, le=10_000_000)]
+    address: HostAddress = Field(description="inside the Proxmox gateway's subnet, not its network/broadcast address")
     groups: list[Name] = []
     services: list[str] = []
     tags: list[Name] = []
 
 
 class Headroom(Strict):
-    ram_pct: float = Field(default=10, ge=0, lt=100)
-    disk_pct: float = Field(default=10, ge=0, lt=100)
-    vcpu_overcommit: float = Field(default=1.0, gt=0, le=16)
+    """What placement keeps free on every Proxmox host, on top of what is measured as used.
+
+    A host's RAM available to new VMs is `measured.ram_free_gb - ram_pct % of hardware.ram_gb`
+    (prox-106: 118 - 12.4 = 105.6 GB); its disk likewise with `disk_pct` of `hardware.disk_gb`;
+    its vCPUs are `hardware.threads x vcpu_overcommit` less the known vCPUs of its existing VMs."""
+
+    ram_pct: float = Field(default=10, ge=0, lt=100, description="% of the host's total RAM kept free")
+    disk_pct: float = Field(default=10, ge=0, lt=100, description="% of the host's total disk kept free")
+    vcpu_overcommit: float = Field(default=1.0, gt=0, le=16, description="vCPUs per hardware thread")
+
+
+class AntiAffinity(Strict):
+    """VMs that must not share a Proxmox host.
+
+    Without `apart_from`: no two VMs of `vms` on the same host (replicas). With it: no VM of
+    `vms` on a host with any VM of `apart_from` (the database apart from the application tier);
+    VMs within one side may still share. Members are VM names or groups of VMs."""
+
+    name: Name
+    vms: list[Name] = Field(min_length=1)
+    apart_from: list[Name] = []
 
 
 class Placement(Strict):
     reference_host: Name = Field(description="latencies are measured from this host")
-    latency_budget_ms: float = Field(default=2.0, gt=0)
+    latency_budget_ms: float = Field(default=2.0, gt=0, le=60_000)
     headroom: Headroom = Headroom()
+    strategy: Literal["pack", "spread"] = Field(
+        default="pack",
+        description="pack: the qualifying host with the most free RAM; spread: the one with the fewest VMs of "
+        "this plan, then the most free RAM",
+    )
+    anti_affinity: list[AntiAffinity] = []
 
 
 class ProxmoxEnvironment(Strict):
@@ -149,7 +273,7 @@ class ProxmoxEnvironment(Strict):
         default=None, pattern=r"^https://[^/\s]+/?$", description="API endpoint; default: api_host's address:api_port"
     )
     ca_file: str | None = Field(default=None, description="CA bundle that signs the API certificate")
-    gateway: IPv4Address | None = None
+    gateway: EnvironmentAddress | None = None
     prefix_length: int | None = Field(default=None, ge=8, le=32)
     ssh_key_files: list[str] | None = Field(default=None, description="replaces proxmox.ssh_key_files")
 
@@ -166,7 +290,7 @@ class Proxmox(Strict):
     template: Name = Field(description="cloud-init template VM to full-clone")
     storage: Name = "local-lvm"
     bridge: Name = "vmbr1"
-    gateway: IPv4Address | None = None
+    gateway: HostAddress | None = None
     prefix_length: int = Field(default=24, ge=8, le=32)
     ci_user: str = "brainall"
     ssh_keys: list[str] = Field(default=[], description="public keys for cloud-init, as in authorized_keys")
@@ -243,8 +367,9 @@ class OllamaMigration(Strict):
 
 
 # A gitignore pattern relative to /etc: no negation (it could bring a secret back), no `..`.
-GitIgnorePattern = Annotated[str, Field(pattern=r"^/?[A-Za-z0-9_.@+*?-]+(/[A-Za-z0-9_.@+*?-]+)*/?$"),
-                             AfterValidator(_no_dot_parts)]
+GitIgnorePattern = Annotated[
+    str, Field(pattern=r"^/?[A-Za-z0-9_.@+*?-]+(/[A-Za-z0-9_.@+*?-]+)*/?$"), AfterValidator(_no_dot_parts)
+]
 
 
 class ConfigGit(Strict):
@@ -284,8 +409,8 @@ class CephPool(Strict):
 class Ceph(Strict):
     monitor_host: Name
     osd_hosts: list[Name] = Field(min_length=1)
-    raw_tb: PositiveGB
-    used_gb: PositiveGB
+    raw_tb: Annotated[float, Field(ge=0, le=1_000_000)]
+    used_gb: PositiveGB = Field(description="at most raw_tb x 1000")
     stored_gb: PositiveGB | None = None
     objects: int = Field(default=0, ge=0)
     health: Literal["HEALTH_OK", "HEALTH_WARN", "HEALTH_ERR"]
@@ -469,12 +594,16 @@ class Firewall(Strict):
     closed_ports: list[Port] = Field(default=[], description="dropped and logged on every host (tcp and udp)")
     log_drops_per_minute: int = Field(default=10, ge=0, description="drop log lines per minute; 0: no log")
     ssh_via: Name | None = Field(
-        default=None, description="the host production SSH goes through (the bastion); new rulesets are confirmed by "
-        "a fresh SSH connection through it"
+        default=None,
+        description="the host production SSH goes through (the bastion); new rulesets are confirmed by "
+        "a fresh SSH connection through it",
     )
     rollback_after_s: int = Field(
-        default=60, ge=10, le=3600, description="commit confirmed: a host restores its previous ruleset by itself "
-        "after this long unless the deploy confirmed the new one"
+        default=60,
+        ge=10,
+        le=3600,
+        description="commit confirmed: a host restores its previous ruleset by itself "
+        "after this long unless the deploy confirmed the new one",
     )
     rules: list[FirewallRule] = []
 
@@ -499,8 +628,8 @@ class Base(Strict):
 
 # --------------------------------------------------------------------------- environments
 class HostOverride(Strict):
-    address: IPv4Address | None = None
-    public_address: IPv4Address | None = None
+    address: EnvironmentAddress | None = None
+    public_address: EnvironmentAddress | None = None
     ssh_port: Port | None = None
     ssh_user: str | None = None
 
@@ -544,9 +673,7 @@ class PostgresSettings(Strict):
 class RedisSettings(Strict):
     port: Port = 6379
     maxmemory_pct: float = Field(default=25, gt=0, le=75, description="of the VM's memory (role map size)")
-    maxmemory_policy: Literal["noeviction", "allkeys-lru", "volatile-lru", "allkeys-lfu", "volatile-lfu"] = (
-        "noeviction"
-    )
+    maxmemory_policy: Literal["noeviction", "allkeys-lru", "volatile-lru", "allkeys-lfu", "volatile-lfu"] = "noeviction"
 
 
 class DumpBackup(Strict):
@@ -632,6 +759,9 @@ class RoleMap(Strict):
     data: Data | None = None
     monitoring: Monitoring | None = None
     environments: dict[Name, Environment] = {}
+    # (file shown in messages, text) when loaded by the loader: lets problems found after
+    # loading (placement) name their file and line.
+    _origin: tuple[str, str] | None = PrivateAttr(default=None)
 
     def host(self, name: str) -> Host:
         for host in self.hosts:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from ipaddress import IPv4Address, IPv4Network, ip_network
 
 from brainall_ops.rolemap.models import RoleMap
 
@@ -186,14 +187,15 @@ def check_references(rm: RoleMap) -> list[Problem]:
                 # nginx needs a non-backup server in the upstream; fallbacks are `backup`
                 problems.append(((("backends", mode, "backends")), "runs only fallback instances (nginx backups)"))
             if shape.min_healthy > len(b.instances):
-                problems.append(
-                    ((("backends", mode, "min_healthy")), f"more than the instances ({len(b.instances)})")
-                )
+                problems.append(((("backends", mode, "min_healthy")), f"more than the instances ({len(b.instances)})"))
         if b.host == b.proxy_host and b.proxy.listen_port in {x.port for x in b.instances}:
             problems.append((("backends", "proxy", "listen_port"), "is also a backend port on the same host"))
 
     if rm.firewall:
         add(_firewall_problems(rm, box_name))
+    add(_physical_problems(rm))
+    add(_subnet_problems(rm))
+    add(_anti_affinity_problems(rm))
 
     for env_name, env in rm.environments.items():
         for name in env.hosts:
@@ -244,8 +246,9 @@ def _storage_problems(rm: RoleMap) -> Iterator[Problem]:
         keyed |= {rm.data.host} if rm.data else set()
         for i, name in enumerate(storage.config_git.hosts):
             if name not in keyed:
-                yield ("storage", "config_git", "hosts", i), (
-                    f"{name!r} has no Storage Box key (hosts with one: {_known(keyed)})"
+                yield (
+                    ("storage", "config_git", "hosts", i),
+                    (f"{name!r} has no Storage Box key (hosts with one: {_known(keyed)})"),
                 )
         yield from _duplicates(
             [(("storage", "config_git", "hosts", i), h) for i, h in enumerate(storage.config_git.hosts)], "host"
@@ -255,9 +258,12 @@ def _storage_problems(rm: RoleMap) -> Iterator[Problem]:
         return
     here: Loc = ("storage", "ollama")
     if not any(m.host == ollama.host and _under(ollama.remote_path, m.remote_path) for m in storage.sshfs):
-        yield (*here, "remote_path"), (
-            f"{ollama.remote_path!r} is under no SSHFS mount of {ollama.host!r}: "
-            "the models would be out of reach after the move"
+        yield (
+            (*here, "remote_path"),
+            (
+                f"{ollama.remote_path!r} is under no SSHFS mount of {ollama.host!r}: "
+                "the models would be out of reach after the move"
+            ),
         )
     if ollama.source is None and rm.inference is None:
         yield (*here, "source"), "no source given and no inference section to take ollama_models_dir from"
@@ -352,3 +358,189 @@ def _firewall_problems(rm: RoleMap, box_name: str | None) -> Iterator[Problem]:
                         ("environments", env_name, "outside"),
                         f"{env.outside} overlaps the admin source {admin}: the outside must not be trusted",
                     )
+
+
+def _gb(value: float) -> str:
+    return f"{value:g} GB"
+
+
+# Measured used + free may exceed the total by rounding (`free -g`, df): by this much at most.
+def _rounding(total: float) -> float:
+    return max(1.0, total * 0.02)
+
+
+def _physical_problems(rm: RoleMap) -> Iterator[Problem]:
+    """What is free cannot exceed what there is: RAM, disk, the Storage Box, Ceph."""
+    for i, h in enumerate(rm.hosts):
+        here: Loc = ("hosts", i, "measured")
+        hw, m = h.hardware, h.measured
+        for kind, total, free, used in (
+            ("RAM", hw.ram_gb, m.ram_free_gb, m.ram_used_gb),
+            ("disk", hw.disk_gb, m.disk_free_gb, m.disk_used_gb),
+        ):
+            key = "ram" if kind == "RAM" else "disk"
+            if free > total:
+                yield (
+                    (*here, f"{key}_free_gb"),
+                    (f"{_gb(free)} {kind} free is more than the host's {_gb(total)} (hardware.{key}_gb)"),
+                )
+            elif used is not None and used > total:
+                yield (
+                    (*here, f"{key}_used_gb"),
+                    (f"{_gb(used)} {kind} used is more than the host's {_gb(total)} (hardware.{key}_gb)"),
+                )
+            elif used is not None and used + free > total + _rounding(total):
+                yield (
+                    (*here, f"{key}_used_gb"),
+                    (
+                        f"{_gb(used)} used + {_gb(free)} free {kind} is more than the host's {_gb(total)} "
+                        f"(hardware.{key}_gb)"
+                    ),
+                )
+        if h.proxmox is not None:
+            known = sum(vm.memory_gb or 0 for vm in h.proxmox.existing_vms)
+            if known > hw.ram_gb:
+                yield (
+                    ("hosts", i, "proxmox", "existing_vms"),
+                    (f"the existing VMs' memory ({_gb(known)}) is more than the host's {_gb(hw.ram_gb)}"),
+                )
+    if rm.storage is not None:
+        box = rm.storage.box
+        if box.used_gb > box.capacity_tb * 1000:
+            yield ("storage", "box", "used_gb"), f"{_gb(box.used_gb)} used is more than the {box.capacity_tb:g} TB box"
+    if rm.ceph is not None:
+        if rm.ceph.used_gb > rm.ceph.raw_tb * 1000:
+            yield ("ceph", "used_gb"), f"{_gb(rm.ceph.used_gb)} used is more than the raw {rm.ceph.raw_tb:g} TB"
+        if rm.ceph.stored_gb is not None and rm.ceph.stored_gb > rm.ceph.raw_tb * 1000:
+            yield ("ceph", "stored_gb"), f"{_gb(rm.ceph.stored_gb)} stored is more than the raw {rm.ceph.raw_tb:g} TB"
+
+
+def _edge_of(address: IPv4Address, network: IPv4Network) -> str | None:
+    """'network' or 'broadcast' when `address` is one of the two unusable addresses of `network`."""
+    if network.prefixlen > 30:  # /31 and /32 have no network or broadcast address to avoid
+        return None
+    if address == network.network_address:
+        return "network"
+    if address == network.broadcast_address:
+        return "broadcast"
+    return None
+
+
+def _subnet_problems(rm: RoleMap) -> Iterator[Problem]:
+    """Every address usable as a host address on its subnet: not the subnet's network or
+    broadcast address, and a VM's inside the subnet of the gateway cloud-init gives it."""
+    from brainall_ops.rolemap.environment import PRODUCTION
+
+    fw_vswitch = rm.firewall.vswitch if rm.firewall else None
+    for env_name in [PRODUCTION, *(e for e in rm.environments if e != PRODUCTION)]:
+        env = rm.environments.get(env_name)
+        overrides = env.hosts if env is not None else {}
+        subnets: list[tuple[str, IPv4Network]] = []
+        if env is not None and env.vswitch is not None:
+            subnets.append(("the vSwitch", env.vswitch))
+        elif fw_vswitch is not None:
+            subnets.append(("the vSwitch", fw_vswitch))
+        if env is not None and env.network is not None:
+            subnets.append(("the environment's network", env.network))
+        gateway, prefix = None, None
+        if rm.proxmox is not None:
+            gateway, prefix = rm.proxmox.gateway, rm.proxmox.prefix_length
+            penv = rm.proxmox.environments.get(env_name)
+            if penv is not None:
+                gateway = penv.gateway or gateway
+                prefix = penv.prefix_length or prefix
+        vm_subnet = ip_network(f"{gateway}/{prefix}", strict=False) if gateway is not None and prefix else None
+
+        members: list[tuple[Loc, str, IPv4Address, bool]] = []
+        for i, h in enumerate(rm.hosts):
+            o = overrides.get(h.name)
+            if o is not None and o.address is not None:
+                members.append((("environments", env_name, "hosts", h.name, "address"), h.name, o.address, False))
+            elif env_name == PRODUCTION or o is None:
+                members.append((("hosts", i, "address"), h.name, h.address, False))
+        for i, vm in enumerate(rm.vms):
+            o = overrides.get(vm.name)
+            if o is not None and o.address is not None:
+                members.append((("environments", env_name, "hosts", vm.name, "address"), vm.name, o.address, True))
+            elif env_name == PRODUCTION:
+                members.append((("vms", i, "address"), vm.name, vm.address, True))
+        seen: set[Loc] = set()
+        for loc, name, address, is_vm in members:
+            if loc in seen:
+                continue
+            seen.add(loc)
+            for label, subnet in subnets:
+                edge = _edge_of(address, subnet)
+                if edge:
+                    yield loc, f"{address} is the {edge} address of {label} {subnet}, not one a host can have"
+                    break
+            else:
+                if is_vm and vm_subnet is not None:
+                    if address not in vm_subnet:
+                        yield (
+                            loc,
+                            (
+                                f"{name} ({env_name}) gets {address}/{prefix} from cloud-init, outside the gateway "
+                                f"{gateway}'s subnet {vm_subnet}"
+                            ),
+                        )
+                    elif _edge_of(address, vm_subnet):
+                        yield loc, f"{address} is the {_edge_of(address, vm_subnet)} address of {vm_subnet}"
+                    elif address == gateway:
+                        yield loc, f"{address} is the gateway's address ({env_name})"
+    if rm.proxmox is not None and rm.proxmox.gateway is not None:
+        subnet = ip_network(f"{rm.proxmox.gateway}/{rm.proxmox.prefix_length}", strict=False)
+        edge = _edge_of(rm.proxmox.gateway, subnet)
+        if edge:
+            yield ("proxmox", "gateway"), f"{rm.proxmox.gateway} is the {edge} address of {subnet}"
+
+
+def _anti_affinity_problems(rm: RoleMap) -> Iterator[Problem]:
+    """Anti-affinity rules name VMs (or groups of VMs) and can hold with the pins as written."""
+    vm_names = {vm.name for vm in rm.vms}
+    vm_groups: dict[str, list[str]] = {}
+    for vm in rm.vms:
+        for group in vm.groups:
+            vm_groups.setdefault(group, []).append(vm.name)
+    pins = {vm.name: vm.host for vm in rm.vms if vm.host is not None}
+    yield from _duplicates(
+        [(("placement", "anti_affinity", i, "name"), r.name) for i, r in enumerate(rm.placement.anti_affinity)],
+        "rule name",
+    )
+    for i, rule in enumerate(rm.placement.anti_affinity):
+        here: Loc = ("placement", "anti_affinity", i)
+        sides: list[list[str]] = []
+        for key in ("vms", "apart_from"):
+            members: list[str] = []
+            for j, name in enumerate(getattr(rule, key)):
+                if name in vm_names:
+                    members.append(name)
+                elif name in vm_groups:
+                    members.extend(vm_groups[name])
+                else:
+                    yield (
+                        (*here, key, j),
+                        (
+                            f"{name!r} is no VM to create and no group of VMs"
+                            + (f" (VMs: {_known(vm_names)})" if len(vm_names) <= 20 else "")
+                        ),
+                    )
+            sides.append(list(dict.fromkeys(members)))
+        vms, apart = sides
+        if (
+            not rule.apart_from
+            and len(vms) < 2
+            and len(rule.vms) == len([n for n in rule.vms if n in vm_names or n in vm_groups])
+        ):
+            yield (*here, "vms"), "names a single VM: with no apart_from, a rule keeps at least two VMs apart"
+        both = set(vms) & set(apart)
+        if both:
+            yield (*here, "apart_from"), f"{', '.join(sorted(both))} cannot be kept apart from itself"
+        pairs = (
+            [(a, b) for a in vms for b in apart]
+            if rule.apart_from
+            else [(a, b) for k, a in enumerate(vms) for b in vms[k + 1 :]]
+        )
+        for a, b in pairs:
+            if a in pins and pins[a] == pins.get(b):
+                yield here, f"{a} and {b} are both pinned to {pins[a]}, which this rule forbids"

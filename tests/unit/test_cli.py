@@ -103,7 +103,12 @@ def test_impossible_fleet_is_refused_with_numbers(tmp_path: Path) -> None:
     fleet.write_text(BUILTIN_ROLEMAP.read_text().replace("    memory_gb: 32\n", "    memory_gb: 320\n", 1))
     result = run("plan", "--rolemap", str(fleet))
     assert result.returncode == 1
-    assert result.stderr.startswith("error: vm-brainall-api fits on no Proxmox host: it needs 16 vCPU, 320 GB RAM")
+    # the refusal names the file, the line and the field it is about (issue 17)
+    line = fleet.read_text().splitlines().index("    memory_gb: 320") + 1
+    assert result.stderr.startswith(
+        f"{fleet}:{line}: vms[0].memory_gb: vm-brainall-api fits on no Proxmox host: it needs 16 vCPU, 320 GB RAM"
+    ), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_vram_that_does_not_fit_is_refused_at_plan_time(tmp_path: Path) -> None:

@@ -48,7 +48,13 @@ def test_budget_after_the_plan_matches_the_seed() -> None:
 
 
 def test_frankfurt_never_gets_latency_sensitive_vms_even_with_all_the_ram() -> None:
-    rm = with_text("      ram_free_gb: 49\n", "      ram_free_gb: 4900\n")
+    # (its total RAM raised with it: free RAM beyond the host's total is refused at load)
+    rm = parse_rolemap(
+        BUILTIN_TEXT.replace("ram_gb: 62,", "ram_gb: 6200,", 1).replace(
+            "      ram_free_gb: 49\n", "      ram_free_gb: 4900\n", 1
+        ),
+        "fleet.yaml",
+    )
     assert "prox-102" not in hosts_of(place_rolemap(rm)).values()
 
 
