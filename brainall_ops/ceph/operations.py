@@ -24,6 +24,7 @@ waits for them before the increases).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Generator, Sequence
 
@@ -99,6 +100,7 @@ def fix_in_order(
     first_seen: dict[str, int] = {}  # pool -> pg_num when first seen merging: how far it is
     sent = 0
     last_report = -PROGRESS_EVERY_S
+    last_kind: tuple[str, ...] = ()
     while True:
         elapsed = time.monotonic() - start
         snapshot = read_snapshot(host, ceph_conf)
@@ -140,12 +142,14 @@ def fix_in_order(
                 + "; run the fix again to continue from here"
             )
             return False
-        if elapsed - last_report >= PROGRESS_EVERY_S:
+        # a line every PROGRESS_EVERY_S, and one whenever what it waits for changes (a merge starts)
+        kind = tuple(re.sub(r"\d+", "#", w) for w in waits)
+        if elapsed - last_report >= PROGRESS_EVERY_S or kind != last_kind:
             PROGRESS.info(
                 f"[{host.name}] waiting ({elapsed:.0f} of {timeout_s:g} s): {'; '.join(waits)}"
                 + (f"; then {', '.join(pending)}" if pending else "")
             )
-            last_report = elapsed
+            last_report, last_kind = elapsed, kind
         gevent.sleep(poll_interval_s)
 
 

@@ -435,6 +435,11 @@ def decide(snapshot: Snapshot, policy: Policy) -> Decision:
     # checked against the sum the monitor computes at that moment.
     limit = snapshot.mon_pg_limit
     targets = {p.name: (p.pg_num_target, p.size) for p in snapshot.pools}
+    # A pool in mode on more than 3x off (`would_adjust`) gets pg_num_final from the autoscaler at
+    # its next pass: count it at that (the run waits for the pass before its next step).
+    for row in snapshot.autoscale:
+        if row.would_adjust and row.pool_name in targets and row.pg_num_final > 0:
+            targets[row.pool_name] = (row.pg_num_final, targets[row.pool_name][1])
     ordered = sorted(changes, key=lambda c: (_PHASE_RANK[c.phase], (c.pg_num_after - c.pg_num_before) * c.size, c.pool))
     changes = []
     step_refusals: list[str] = []

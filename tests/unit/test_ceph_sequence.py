@@ -219,3 +219,23 @@ def test_done_means_no_pg_count_warning_left() -> None:
         }
     )
     assert [c.code for c in health.pg_count_checks()] == ["TOO_MANY_PGS"]
+
+
+def test_right_after_the_mode_on_the_autoscalers_coming_decrease_is_counted() -> None:
+    """c-toomany set to mode on, the autoscaler's pass not yet come (`would_adjust`, health still
+    naming it): the increases are counted against c-toomany at 4, not 16, and wait for the pass."""
+
+    def mode_on(data: dict) -> None:
+        for p in data["pools_detail"]:
+            if p["pool_name"] == "c-toomany":
+                p["pg_autoscale_mode"] = "on"
+        for row in data["autoscale_status"]:
+            if row["pool_name"] == "c-toomany":
+                row.update(pg_autoscale_mode="on", would_adjust=True)
+
+    decision = decide(snapshot("both_warn", mode_on), Policy())
+    assert not decision.refused
+    assert decision.waits == ("the pg_autoscaler is to set pool c-toomany's pg_num 16 -> 4 at its next pass",)
+    assert [(c.pool, c.projected) for c in decision.changes] == [("a-ratio", 103), ("b-fewmin", 135)]
+    assert any(n.startswith("pool c-toomany is already set as the role map says") for n in decision.notes)
+    assert decision.next_steps() == ()
