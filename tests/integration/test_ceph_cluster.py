@@ -376,15 +376,21 @@ def pg_checks(cluster: TestCluster) -> dict[str, list[str]]:
 
 
 @contextmanager
-def both_warnings(cluster: TestCluster, tmp_path: Path) -> Iterator[None]:
-    """The layout above, with data written, until Ceph raises both pool warnings; removed after."""
+def both_warnings(cluster: TestCluster, tmp_path: Path, toomany_pgs: int = 16) -> Iterator[None]:
+    """The layout above, with data written, until Ceph raises both pool warnings; removed after.
+    `toomany_pgs`: c-toomany's pg_num (a longer merge to interrupt)."""
     names = [name for name, *_ in LAYOUT]
+    warnings = {
+        **LAYOUT_WARNINGS,
+        "POOL_TOO_MANY_PGS": [f"Pool c-toomany has {toomany_pgs} placement groups, should have 4"],
+    }
     blob = tmp_path / "blob"
     blob.write_bytes(os.urandom(1024 * 1024))
     try:
         for option, value in LAYOUT_CONFIG.items():
             cluster.ceph("config", "set", "global", option, value)
         for name, size, pg_num, mode, options in LAYOUT:
+            pg_num = toomany_pgs if name == "c-toomany" else pg_num
             cluster.ceph(
                 "osd", "pool", "create", name, str(pg_num), str(pg_num), "replicated",
                 "--size", str(size), f"--autoscale-mode={mode}",
@@ -397,7 +403,7 @@ def both_warnings(cluster: TestCluster, tmp_path: Path) -> Iterator[None]:
                     ["rados", "-c", str(cluster.conf), "-p", name, "put", f"obj{i}", str(blob)], check=True, timeout=60
                 )
         wait_clean(cluster)
-        cluster.wait_for(lambda: pg_checks(cluster) == LAYOUT_WARNINGS, "both pool warnings", None, 90)
+        cluster.wait_for(lambda: pg_checks(cluster) == warnings, "both pool warnings", None, 90)
         yield
     finally:
         for name in names:
@@ -479,8 +485,10 @@ def test_both_warnings_to_health_ok_in_an_order_the_monitor_accepts(cluster: Tes
 
 
 def test_a_fix_killed_during_the_merges_is_finished_by_the_next_run(cluster: TestCluster, tmp_path: Path) -> None:
-    fleet = rolemap_with(tmp_path, "pin", "on")
-    with both_warnings(cluster, tmp_path):
+    fleet = rolemap_with(tmp_path, "autoscale")
+    # c-toomany 32 -> 4: 28 merges (about 30 s), long enough to be killed in and looked at; 8x off, so
+    # the autoscaler sets its pg_num (and no max_shrink_factor applies)
+    with both_warnings(cluster, tmp_path, toomany_pgs=32):
         cmd = [str(CLI), "ceph", "fix", "--local", "--ceph-conf", str(cluster.conf), "--rolemap", str(fleet)]
         first = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
@@ -492,15 +500,15 @@ def test_a_fix_killed_during_the_merges_is_finished_by_the_next_run(cluster: Tes
             cluster.wait_for(merging, "the merge of c-toomany to start", None, 60, interval_s=0.3)
         finally:
             first.kill()  # SIGKILL: no clean-up of any kind
-            first.communicate(timeout=30)
-        # killed after the decrease's pg_num, before the increases (the mode change that follows it in
-        # the same shell command may or may not have been made: the kill breaks its output pipe)
-        assert settings(cluster, "c-toomany")[:2] == (4, 4)
+            killed_output = first.communicate(timeout=30)
+        # killed while it waited for the merge, before the increases
+        assert settings(cluster, "c-toomany") == (4, 4, "on")
         assert settings(cluster, "a-ratio") == (8, 8, "warn") and settings(cluster, "b-fewmin") == (16, 16, "warn")
 
         # what a run now sees: the merge under way, how far, and the increases after it
         status = ceph_json(cluster, "status", rolemap=fleet)
-        assert any(m.startswith("Ceph is merging pool c-toomany: pg_num ") for m in status["fix"]["merges"])
+        merges = status["fix"]["merges"]
+        assert any(m.startswith("Ceph is merging pool c-toomany: pg_num ") for m in merges), (merges, killed_output)
         assert [(s["pool"], s["phase"]) for s in status["fix"]["steps"]] == [
             ("a-ratio", "increase"),
             ("b-fewmin", "increase"),
