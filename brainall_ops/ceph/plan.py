@@ -95,7 +95,7 @@ def _live_changes(rm: RoleMap, context: PlanContext, out: Contribution) -> bool:
                 "ceph",
                 "update",
                 where,
-                change.describe(),
+                f"{change.describe()}; why: {change.why}",
                 {
                     **detail,
                     "pool": change.pool,

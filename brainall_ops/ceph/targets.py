@@ -1,39 +1,52 @@
-"""Pure logic: each flagged pool's target pg_num, the settings that get it there, and the gates.
+"""Pure logic: the whole plan from the cluster as it is now: each pool's target pg_num, the
+settings that get it there, the order the monitor accepts them in, and the gates.
 
-Which pools: only those Ceph itself names in POOL_TOO_MANY_PGS ("Pool X has 128 placement groups,
-should have 32"). A pool that is fine is never touched, whatever the role map says about it.
+Which pools: every pool Ceph names in POOL_TOO_MANY_PGS or POOL_TOO_FEW_PGS ("Pool X has 128
+placement groups, should have 32"); TOO_MANY_PGS (the monitor's "too many PGs per OSD (301 > max
+250)") names none: it is waited out while Ceph merges, and reported as what remains otherwise. A
+pool no warning names is never touched, whatever the role map says about it.
+
+What Ceph computes (read from its source, 16.2 / pacific; the facts, not the code):
+- pg_autoscaler (src/pybind/mgr/pg_autoscaler/module.py): every pool in mode `warn` is flagged,
+  "too few" when pg_num_final > pg_num_target, else "too many" (so also at equality: "has 32,
+  should have 32"); in mode `on` it sets pg_num itself only when pg_num_final is more than 3x off
+  pg_num_target; pg_num_final = max(pg_num_min or PG_NUM_MIN 32, nearest power of two of the
+  ideal), the ideal from the pool's share of capacity (or its target_size_ratio, normalised).
+- OSDMonitor::check_pg_num (src/mon/OSDMonitor.cc): `osd pool set P pg_num N` with N above
+  pg_num_target is refused with ERANGE when the sum of every other pool's pg_num_target x size,
+  plus N x P's size, exceeds mon_max_pg_per_osd x max(OSDs in, 3). A decrease is never checked.
+  The sum counts targets, so even during a merge the shrinking pool counts at its target.
 
 The target of a pool, first that applies:
-1. `ceph.pools[].pg_num` in the role map (the operator's pin; the only target that may be more
-   than the pool has, since Ceph itself says it has too many);
+1. `ceph.pools[].pg_num` in the role map (the operator's pin);
 2. the pg_autoscaler's own `pg_num_final` from `ceph osd pool autoscale-status`;
 3. the classic rule: OSDs x target PGs per OSD / replica size, times the pool's share of the data
    stored, rounded to the nearest power of two, and never below 32 (Ceph's PG_NUM_MIN).
 
 The strategy (role map `ceph.strategy`, per pool `ceph.pools[].strategy`):
-- `autoscale`: `pg_autoscale_mode on`; the autoscaler then sets the target itself (it acts when a
-  pool is off by more than 3x) and clears the warning at its next pass;
+- `autoscale`: `pg_autoscale_mode on`. Beyond the 3x threshold that is all (the autoscaler sets
+  pg_num at its next pass); within it the autoscaler would leave the pool where it is, so pg_num
+  and pgp_num are pinned to Ceph's target first, then the mode goes on;
 - `pin`: `pg_num` and `pgp_num` set to the target, then `pg_autoscale_mode` `off` or `on`
-  (`pin_mode_after`). The mode change is not optional: on 16.2.15 a pool left in `warn` is flagged
-  whenever its pg_num is at or above the recommendation ("has 32, should have 32"), so a pin alone
-  never clears the warning.
+  (`pin_mode_after`). The mode change is not optional: a pool left in `warn` stays flagged.
 
-Shrinking: lowering pg_num only sets pg_num_target; Ceph then merges PGs one at a time and lowers
-pgp_num in steps bounded by target_max_misplaced_ratio. Measured on the test cluster (bluestore,
-3 OSDs): 128 -> 32 took 293 s, pg_num down one or two merges at a time (~3 s each), pgp_num down
-2-5 at a time, never more than 3 of ~120 PGs peering at once, all others active+clean, and
-PG_AVAILABILITY only flickering for a second now and then. That *is* the
-stepping, done by Ceph at the pace the cluster can absorb. On top of it this module refuses, rather
-than stages, a single jump larger than `max_shrink_factor` (4 by default: 128 -> 32 is allowed,
-512 -> 32 is refused with the intermediate value to pin), and refuses a new pg_num change while
-any pool is still splitting or merging. A run therefore either applies a whole, bounded change or
-nothing; there is no half-way state to resume.
+The order: decreases (and mode-only changes), largest reduction first; then, once nothing is
+merging, the increases, smallest first, each checked against the monitor's sum at its turn (after
+the decreases): a plan with a step the monitor would refuse is refused as a whole, before
+anything is sent. Merges are slow (measured on the test cluster: 128 -> 32 took 293 s, 16 -> 4
+15 s, one or two merges at a time): the next step waits for them (`Decision.merges`), and a run
+is done once no PG-count warning is left, whether or not a last merge is still running.
+
+On top of Ceph's pacing this module refuses, rather than stages, a pinned shrink larger than
+`max_shrink_factor` (4 by default: 128 -> 32 is allowed, 512 -> 32 is refused with the
+intermediate value to pin).
 
 Gates, checked before any change (all failing gates are reported together): the cluster is not
-HEALTH_ERR; every PG is active+clean; every OSD is up and in; a mgr is active (the pg_autoscaler,
-which clears the warning, runs in it); and the change does not grow the PG replicas past
-mon_max_pg_per_osd x OSDs in (Ceph's own check, made here for the whole change at once, so a
-multi-pool change cannot fail half-way on ERANGE; shrinking is always allowed, as in Ceph).
+HEALTH_ERR; every PG is active+clean (while Ceph merges, PGs peer: the run waits instead); every
+OSD is up and in; a mgr is active (the pg_autoscaler runs in it); and the end state does not grow
+the PG replicas past mon_max_pg_per_osd x OSDs in (shrinking is always allowed, as in Ceph).
+
+Stateless: decide() reads only the cluster, so a run killed part-way is continued by the next.
 """
 
 from __future__ import annotations
