@@ -1,4 +1,4 @@
-"""Ceph: fix POOL_TOO_MANY_PGS ("1 pools have too many placement groups") safely, from pyinfra.
+"""Ceph: from any placement-group warning to HEALTH_OK, in an order the monitor accepts, from pyinfra.
 
 - model.py: the Ceph CLI's JSON as plain data (pure)
 - targets.py: each flagged pool's target, the strategy's settings, the safety gates (pure)

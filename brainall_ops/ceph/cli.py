@@ -2,11 +2,12 @@
 
     brainall-ops ceph status                 # the role map's monitor host (inventories/<site>.py), over SSH
     brainall-ops ceph fix --dry              # what the fix would change; changes nothing
-    brainall-ops ceph fix                    # gate, change, wait for POOL_TOO_MANY_PGS to clear
+    brainall-ops ceph fix                    # gate; decreases, merges, increases; until no PG-count warning
     brainall-ops ceph fix --local --ceph-conf /var/tmp/brainall-ops-ceph-test/ceph.conf
 
-Exit status: 0 done (or nothing to change), 2 `--dry` found changes to make, 1 error or refusal
-(one line on stderr, nothing changed).
+Exit status: 0 done (no PG-count warning left, or nothing to change), 2 `--dry` found changes to
+make, 1 error, refusal, or a warning still left (one line on stderr saying what remains and why;
+run `fix` again to continue from the cluster's state).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def with_target_options(func: Any) -> Any:
 
 @click.group()
 def ceph() -> None:
-    """Read and fix Ceph placement-group health (POOL_TOO_MANY_PGS)."""
+    """Read and fix Ceph placement-group health (POOL_TOO_MANY_PGS, POOL_TOO_FEW_PGS, TOO_MANY_PGS)."""
 
 
 @ceph.command()
@@ -87,7 +88,7 @@ def status(
     "wait_timeout_s",
     type=click.IntRange(min=1),
     default=None,
-    help="Seconds to wait for the warning to clear (default: ceph.wait_timeout_s).",
+    help="Seconds the fix may wait for Ceph, merges included (default: ceph.wait_timeout_s).",
 )
 def fix(
     rolemap_path: Path | None,
@@ -99,7 +100,8 @@ def fix(
     dry: bool,
     wait_timeout_s: int | None,
 ) -> None:
-    """Fix the pools Ceph flags POOL_TOO_MANY_PGS, as the role map's ceph section says."""
+    """Clear every PG-count warning, pool by pool as the role map's ceph section says, in an order
+    the monitor accepts: decreases, their merges, then increases."""
     from brainall_ops.ceph.run import resolve_target, session
     from brainall_ops.ceph.targets import Policy
     from brainall_ops.rolemap.loader import load_rolemap
@@ -191,6 +193,25 @@ def decision_json(decision: Any, policy: Any) -> dict[str, Any]:
             }
             for c in decision.changes
         ],
+        "steps": [
+            {
+                "order": c.order,
+                "pool": c.pool,
+                "phase": c.phase,
+                "pg_num": [c.pg_num_before, c.pg_num_after],
+                "size": c.size,
+                "why": c.why,
+                "autoscaler_sets_pg_num": c.autoscaler_sets_pg_num,
+                "monitor_sum": c.projected or None,
+                "monitor_max": c.limit,
+            }
+            for c in decision.changes
+        ],
+        "pools": list(decision.pool_lines),
+        "merges": list(decision.merges),
+        "waits": list(decision.waits),
+        "remaining": list(decision.remaining),
+        "done": decision.done,
         "refusals": list(decision.refusals),
         "notes": list(decision.notes),
         "pgs_per_osd_now": round(decision.pgs_per_osd_now, 1),
@@ -213,7 +234,10 @@ def render_snapshot(where: str, snapshot: Any) -> None:
         + (f" ({', '.join(down)} down)" if down else "")
         + f"; PGs: {st.num_pgs}, {pgs}; mgr {'active' if st.mgr_available else 'NOT active'}"
     )
-    click.echo(f"PGs per OSD: {snapshot.pgs_per_osd():.0f} (mon_max_pg_per_osd {snapshot.mon_max_pg_per_osd})")
+    click.echo(
+        f"PGs per OSD: {snapshot.pgs_per_osd():.0f} (mon_max_pg_per_osd {snapshot.mon_max_pg_per_osd}); the monitor "
+        f"refuses a pg_num increase past {snapshot.mon_pg_limit} PG replicas in all"
+    )
     rows = [("pool", "size", "pg_num", "pgp_num", "target", "mode", "autoscaler")]
     for p in snapshot.pools:
         row = snapshot.autoscale_row(p.name)
@@ -235,14 +259,22 @@ def render_snapshot(where: str, snapshot: Any) -> None:
 def render_decision(decision: Any, policy: Any, dry: bool) -> None:
     mode = f", then pg_autoscale_mode {policy.pin_mode_after}" if policy.strategy == "pin" else ""
     click.echo(f"Fix (strategy {policy.strategy}{mode}):")
+    for line in decision.pool_lines:
+        click.echo(f"  | {line}")
     for note in decision.notes:
         click.echo(f"  = {note}")
+    for merge in decision.merges:
+        click.echo(f"  ... {merge}")
+    for wait in decision.waits:
+        click.echo(f"  ... waiting: {wait}")
+    for left in decision.remaining:
+        click.echo(f"  ! remains: {left}")
     if decision.refused:
         for refusal in decision.refusals:
             click.echo(f"  ! refused: {refusal}")
         return
     if not decision.has_changes:
-        click.echo("  = nothing to change" + ("" if decision.flagged else " (no pool is flagged POOL_TOO_MANY_PGS)"))
+        click.echo("  = nothing to change" + ("" if decision.flagged else " (no PG-count warning names a pool)"))
         return
     verb = "would set" if dry else "set"
     for change in decision.changes:

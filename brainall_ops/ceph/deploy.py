@@ -1,4 +1,4 @@
-"""The Ceph deploy: fix POOL_TOO_MANY_PGS on the monitor host, as the role map says.
+"""The Ceph deploy: clear every PG-count warning on the monitor host, as the role map says.
 
     pyinfra inventories/hel1.py deploys/ceph.py            # production: runs on prox-101 only
     pyinfra @local deploys/ceph.py --data ceph_conf=/path/ceph.conf --data ceph_monitor=1
@@ -32,7 +32,7 @@ def placement_groups(
     report: Callable[[Snapshot, Decision], None] | None = None,
 ) -> None:
     operations.placement_groups(
-        name="Fix the pools Ceph flags POOL_TOO_MANY_PGS",
+        name="Clear the PG-count warnings (POOL_TOO_MANY_PGS, POOL_TOO_FEW_PGS, TOO_MANY_PGS)",
         policy=policy or Policy(),
         wait_timeout_s=wait_timeout_s,
         poll_interval_s=poll_interval_s,

@@ -15,7 +15,14 @@ from typing import Any
 from brainall_ops.errors import BrainallError
 
 TOO_MANY_PGS = "POOL_TOO_MANY_PGS"
+TOO_FEW_PGS = "POOL_TOO_FEW_PGS"
+# The monitor's own check (PGMap), on PG replicas per OSD as they are now, not on targets; it
+# names no pool: "too many PGs per OSD (301 > max 250)"
+OSD_TOO_MANY_PGS = "TOO_MANY_PGS"
+POOL_PG_CHECKS = (TOO_MANY_PGS, TOO_FEW_PGS)
+PG_COUNT_CHECKS = (*POOL_PG_CHECKS, OSD_TOO_MANY_PGS)
 # "Pool rbd has 128 placement groups, should have 32" (pg_autoscaler, every release since Nautilus)
+_PER_OSD_MESSAGE = re.compile(r"too many PGs per OSD \((?P<now>\d+) > max (?P<max>\d+)\)")
 _POOL_PG_MESSAGE = re.compile(r"^Pool (?P<pool>.+) has (?P<has>\d+) placement groups, should have (?P<should>\d+)$")
 # Flags a PG may carry and still count as healthy: background scrubs and snapshot trimming.
 HARMLESS_PG_FLAGS = frozenset({"active", "clean", "scrubbing", "deep", "snaptrim", "snaptrim_wait"})
@@ -87,6 +94,25 @@ class Health:
                 out[match["pool"]] = (int(match["has"]), int(match["should"]))
         return out
 
+    def pool_warnings(self) -> dict[str, tuple[str, int, int]]:
+        """Pool -> (check, has, should have) for every pool POOL_TOO_MANY_PGS or POOL_TOO_FEW_PGS names."""
+        out: dict[str, tuple[str, int, int]] = {}
+        for code in POOL_PG_CHECKS:
+            for name, (has, should) in self.flagged_pools(code).items():
+                out[name] = (code, has, should)
+        return out
+
+    def pgs_per_osd_warning(self) -> tuple[int, int] | None:
+        """(PGs per OSD now, max) from TOO_MANY_PGS, or None when the monitor does not raise it."""
+        check = self.check(OSD_TOO_MANY_PGS)
+        if check is None:
+            return None
+        match = _PER_OSD_MESSAGE.search(check.summary)
+        return (int(match["now"]), int(match["max"])) if match else (0, 0)
+
+    def pg_count_checks(self) -> tuple[HealthCheck, ...]:
+        return tuple(c for c in self.checks if c.code in PG_COUNT_CHECKS)
+
     def summary_line(self) -> str:
         if not self.checks:
             return self.status
@@ -109,6 +135,7 @@ class Pool:
     autoscale_mode: str
     pg_num_min: int | None = None
     bulk: bool = False
+    target_size_ratio: float = 0.0
 
     @classmethod
     def from_json(cls, p: Mapping[str, Any]) -> Pool:
@@ -129,6 +156,7 @@ class Pool:
             autoscale_mode=str(p.get("pg_autoscale_mode", "off")),
             pg_num_min=int(options["pg_num_min"]) if "pg_num_min" in options else None,
             bulk="bulk" in str(p.get("flags_names", "")).split(","),
+            target_size_ratio=float(options.get("target_size_ratio", 0.0)),
         )
 
     @property
@@ -148,6 +176,9 @@ class AutoscaleRow:
     would_adjust: bool
     capacity_ratio: float
     logical_used: int
+    pg_num_ideal: int = 0
+    effective_target_ratio: float = 0.0
+    bias: float = 1.0
 
     @classmethod
     def from_json(cls, row: Mapping[str, Any]) -> AutoscaleRow:
@@ -160,6 +191,9 @@ class AutoscaleRow:
             would_adjust=bool(row.get("would_adjust", False)),
             capacity_ratio=float(row.get("capacity_ratio", 0.0)),
             logical_used=int(row.get("logical_used", 0)),
+            pg_num_ideal=int(row.get("pg_num_ideal", 0)),
+            effective_target_ratio=float(row.get("effective_target_ratio", 0.0)),
+            bias=float(row.get("bias", 1.0)),
         )
 
 
@@ -292,3 +326,14 @@ class Snapshot:
 
     def pgs_per_osd(self) -> float:
         return self.pg_replicas / self.osds_in if self.osds_in else float("inf")
+
+    @property
+    def mon_pg_limit(self) -> int:
+        """The most PG replicas the monitor lets pg_num grow to: mon_max_pg_per_osd x in OSDs, and
+        never fewer than 3 OSDs (OSDMonitor::check_pg_num: "assume min cluster size 3")."""
+        return self.mon_max_pg_per_osd * max(self.osds_in, 3)
+
+    @property
+    def changing(self) -> tuple[Pool, ...]:
+        """Pools Ceph is still merging or splitting towards their targets."""
+        return tuple(p for p in self.pools if p.changing)

@@ -2,7 +2,9 @@
 
 Offline (the default): from the health the role map records. With `brainall-ops plan --live`:
 from the cluster itself, read on the monitor host exactly as `brainall-ops ceph fix --dry` reads
-it, one change per pool Ceph flags (or the gate that would refuse the fix). Where the live
+it, one change per pool a PG-count warning names, in the order the fix sends them (decreases,
+their merges, increases; each line says its step, the target and why), or the gate that would
+refuse the fix. Where the live
 reading fails, the plan says why in a warning and falls back to the recorded state.
 
 Which cluster the live plan reads: `context.options["ceph_conf"]` or the environment variable
@@ -35,11 +37,13 @@ def plan_changes(rm: RoleMap, context: PlanContext) -> Contribution:
         return out
     if context.live and _live_changes(rm, context, out):
         return out
-    if "POOL_TOO_MANY_PGS" in ceph.health_checks:
+    checks = [c for c in ("POOL_TOO_MANY_PGS", "POOL_TOO_FEW_PGS", "TOO_MANY_PGS") if c in ceph.health_checks]
+    if checks:
         how = (
-            "set pg_autoscale_mode on for the pool(s) with too many PGs"
+            "set pg_autoscale_mode on for each pool named (pg_num pinned to Ceph's target first where the "
+            "autoscaler would not act, within its 3x threshold)"
             if ceph.strategy == "autoscale"
-            else f"set pg_num to the target (Ceph merges in steps), then pg_autoscale_mode {ceph.pin_mode_after}"
+            else f"set pg_num to Ceph's target, then pg_autoscale_mode {ceph.pin_mode_after}"
         )
         out.changes.append(
             Change(
@@ -47,8 +51,8 @@ def plan_changes(rm: RoleMap, context: PlanContext) -> Contribution:
                 "ceph",
                 "update",
                 ceph.monitor_host,
-                f"POOL_TOO_MANY_PGS ({ceph.health}, {len(ceph.osd_hosts)} OSDs): {how}; "
-                "the pools are read from the cluster when it can be reached",
+                f"{', '.join(checks)} ({ceph.health}, {len(ceph.osd_hosts)} OSDs): {how}; decreases first, "
+                "their merges, then increases; the pools are read from the cluster when it can be reached",
                 {"strategy": ceph.strategy, "osds": len(ceph.osd_hosts)},
             )
         )
@@ -82,6 +86,8 @@ def _live_changes(rm: RoleMap, context: PlanContext, out: Contribution) -> bool:
             out.changes.append(Change("phase2", "ceph", "refuse", where, f"fix refused now: {refusal}", detail))
             out.warnings.append(f"ceph: `brainall-ops ceph fix` would refuse: {refusal}")
         return True
+    for merge in (*decision.merges, *decision.waits):
+        out.warnings.append(f"ceph: the fix waits first: {merge}")
     for change in decision.changes:
         out.changes.append(
             Change(
@@ -89,16 +95,19 @@ def _live_changes(rm: RoleMap, context: PlanContext, out: Contribution) -> bool:
                 "ceph",
                 "update",
                 where,
-                change.describe(),
+                f"{change.describe()}; why: {change.why}",
                 {
                     **detail,
                     "pool": change.pool,
                     "target": change.target,
+                    "order": change.order,
+                    "phase": change.phase,
+                    "why": change.why,
                     "settings": {s.key: [s.old, s.new] for s in change.settings},
                 },
             )
         )
     if not decision.changes:
-        flagged = "no pool flagged POOL_TOO_MANY_PGS" if not decision.flagged else "nothing to change"
+        flagged = "no PG-count warning names a pool" if not decision.flagged else "nothing to change"
         out.changes.append(Change("phase2", "ceph", "unchanged", where, f"{snapshot.health.status} (live): {flagged}"))
     return True

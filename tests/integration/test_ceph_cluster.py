@@ -1,10 +1,11 @@
 """`brainall-ops ceph` and the Ceph deploy against a real Ceph 16.2 cluster on 127.0.0.1.
 
 The session's cluster (tests/integration/ceph_fixture.py) is shared, so each test leaves it as it
-found it: HEALTH_OK, every PG active+clean, its own pools deleted. Tests never wait for PG merges
-to finish (128 -> 32 takes about 5 minutes); they assert on pg_num_target/pgp_num_target, which
-change at once, and on the health check, which the pg_autoscaler clears within one pass (every
-5 s on this cluster).
+found it: HEALTH_OK, every PG active+clean, its own pools deleted. Tests never wait for a long PG
+merge to finish (128 -> 32 takes about 5 minutes); they assert on pg_num_target/pgp_num_target,
+which change at once, and on the health check, which the pg_autoscaler clears within one pass
+(every 5 s on this cluster). The multi-pool layout (issue 18) is sized so that its one merge,
+16 -> 4, takes about 15 s.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from brainall_ops.ceph.model import Health
 from brainall_ops.ceph.operations import apply_command, wait_until_cleared
 from brainall_ops.ceph.plan import plan_changes
 from brainall_ops.ceph.run import resolve_target, session
-from brainall_ops.ceph.targets import PoolChange, Setting
+from brainall_ops.ceph.targets import PoolChange, Setting, monitor_sum
 from brainall_ops.lab.ceph_cluster import TestCluster
 from brainall_ops.planning.fleet import place_rolemap
 from brainall_ops.planning.plan import PlanContext
@@ -314,10 +315,19 @@ class TestWithAFlaggedPool:
         context = PlanContext(placement=place_rolemap(rm), live=True, options={"ceph_conf": str(cluster.conf)})
         out = plan_changes(rm, context)
         assert not out.warnings and not out.refusals
+        # 64 -> 32 is within the autoscaler's 3x threshold: mode on alone would leave it at 64, so
+        # the fix pins pg_num first (issue 18)
+        settings = {"pg_num": ["64", "32"], "pgp_num": ["64", "32"], "pg_autoscale_mode": ["warn", "on"]}
         assert [(c.action, c.detail["pool"], c.detail["settings"], c.detail["source"]) for c in out.changes] == [
-            ("update", gated, {"pg_autoscale_mode": ["warn", "on"]}, "live")
+            ("update", gated, settings, "live")
         ]
-        assert out.changes[0].summary.startswith(f"pool {gated}: pg_autoscale_mode warn -> on (autoscale; target 32")
+        assert out.changes[0].summary.startswith(
+            f"pool {gated}: pg_num 64 -> 32, pgp_num 64 -> 32, pg_autoscale_mode warn -> on (autoscale; target 32"
+        )
+        assert (
+            out.changes[0].detail["order"] == 1
+            and "within the autoscaler's 3x threshold" in (out.changes[0].detail["why"])
+        )
 
     def test_pyinfra_deploy_fixes_and_then_changes_nothing(
         self, cluster: TestCluster, gated: str, tmp_path: Path
@@ -334,6 +344,186 @@ class TestWithAFlaggedPool:
         assert second.returncode == 0, second.stdout + second.stderr
         assert "No changes" in second.stdout + second.stderr
         assert settings(cluster, gated) == (32, 32, "off")
+
+
+# --------------------------------------------------------------------------- both warnings, in order
+# mon_max_pg_per_osd 50 x 3 OSDs = 150 PG replicas; mon_target_pg_per_osd 20 (the autoscaler's budget).
+LAYOUT_CONFIG = {"mon_target_pg_per_osd": "20", "mon_max_pg_per_osd": "50"}
+# name, size, pg_num, mode, options. In Ceph's order (pool ids) the increases come first:
+# 103 now, a-ratio 8 -> 16 makes 127, then b-fewmin 16 -> 32 would mean 159 > 150 (ERANGE).
+LAYOUT = (
+    ("a-ratio", 3, 8, "warn", {"pg_num_min": "4", "target_size_ratio": "1"}),  # too few: should have 16
+    ("b-fewmin", 2, 16, "warn", {}),  # under PG_NUM_MIN: too few, should have 32
+    ("c-toomany", 2, 16, "warn", {"pg_num_min": "4"}),  # too many: should have 4
+    ("d-on", 3, 4, "on", {"pg_num_min": "4"}),  # fine, mode on
+)
+LAYOUT_WARNINGS = {
+    "POOL_TOO_FEW_PGS": [
+        "Pool a-ratio has 8 placement groups, should have 16",
+        "Pool b-fewmin has 16 placement groups, should have 32",
+    ],
+    "POOL_TOO_MANY_PGS": ["Pool c-toomany has 16 placement groups, should have 4"],
+}
+
+
+def pg_checks(cluster: TestCluster) -> dict[str, list[str]]:
+    checks = cluster.health()["checks"]
+    return {
+        code: [d["message"] for d in check["detail"]] or [check["summary"]["message"]]
+        for code, check in checks.items()
+        if code in ("POOL_TOO_MANY_PGS", "POOL_TOO_FEW_PGS", "TOO_MANY_PGS")
+    }
+
+
+@contextmanager
+def both_warnings(cluster: TestCluster, tmp_path: Path, toomany_pgs: int = 16) -> Iterator[None]:
+    """The layout above, with data written, until Ceph raises both pool warnings; removed after.
+    `toomany_pgs`: c-toomany's pg_num (a longer merge to interrupt)."""
+    names = [name for name, *_ in LAYOUT]
+    warnings = {
+        **LAYOUT_WARNINGS,
+        "POOL_TOO_MANY_PGS": [f"Pool c-toomany has {toomany_pgs} placement groups, should have 4"],
+    }
+    blob = tmp_path / "blob"
+    blob.write_bytes(os.urandom(1024 * 1024))
+    try:
+        for option, value in LAYOUT_CONFIG.items():
+            cluster.ceph("config", "set", "global", option, value)
+        for name, size, pg_num, mode, options in LAYOUT:
+            pg_num = toomany_pgs if name == "c-toomany" else pg_num
+            cluster.ceph(
+                "osd", "pool", "create", name, str(pg_num), str(pg_num), "replicated",
+                "--size", str(size), f"--autoscale-mode={mode}",
+            )  # fmt: skip
+            for key, value in options.items():
+                cluster.ceph("osd", "pool", "set", name, key, value)
+            cluster.ceph("osd", "pool", "application", "enable", name, "rbd")
+            for i in range(3):
+                subprocess.run(
+                    ["rados", "-c", str(cluster.conf), "-p", name, "put", f"obj{i}", str(blob)], check=True, timeout=60
+                )
+        wait_clean(cluster)
+        cluster.wait_for(lambda: pg_checks(cluster) == warnings, "both pool warnings", None, 90)
+        yield
+    finally:
+        for name in names:
+            cluster.ceph("osd", "pool", "rm", name, name, "--yes-i-really-really-mean-it", check=False)
+        for option in LAYOUT_CONFIG:
+            cluster.ceph("config", "rm", "global", option, check=False)
+        cluster.wait_for(lambda: not pg_checks(cluster), "no PG-count warning", None, 90)
+        wait_clean(cluster)
+
+
+def all_pools(cluster: TestCluster) -> dict[str, tuple[int, int, int, str]]:
+    return {
+        p["pool_name"]: (p["pg_num_target"], p["pg_placement_num_target"], p["size"], p["pg_autoscale_mode"])
+        for p in cluster.ceph_json("osd", "pool", "ls", "detail")
+    }
+
+
+def test_both_warnings_to_health_ok_in_an_order_the_monitor_accepts(cluster: TestCluster, tmp_path: Path) -> None:
+    fleet = rolemap_with(tmp_path, "autoscale")
+    with both_warnings(cluster, tmp_path):
+        status = ceph_json(cluster, "status", rolemap=fleet)
+        assert {code: check["detail"] for code, check in status["health"]["checks"].items()} == LAYOUT_WARNINGS
+        steps = [(s["order"], s["pool"], s["phase"], s["pg_num"], s["monitor_sum"]) for s in status["fix"]["steps"]]
+        assert steps == [
+            (1, "c-toomany", "decrease", [16, 4], None),
+            (2, "a-ratio", "increase", [8, 16], 103),
+            (3, "b-fewmin", "increase", [16, 32], 135),
+        ]
+        # Increase first (Ceph's order) would be refused by the monitor: the same sum, live.
+        pools = all_pools(cluster)
+        targets = {name: (t, size) for name, (t, _, size, _) in pools.items()}
+        assert sum(t * size for t, size in targets.values()) == 103
+        assert monitor_sum({**targets, "a-ratio": (16, 3)}, "b-fewmin", 32) == 159
+        # (what the monitor answers to a sum over its max, on this layout, without changing anything)
+        over = cluster.ceph("osd", "pool", "set", "b-fewmin", "pg_num", "64", check=False)
+        assert "would mean 199 total pgs, which exceeds max 150" in over.stderr
+        assert monitor_sum(targets, "b-fewmin", 64) == 199
+
+        # `ceph status` explains each pool in one line
+        text = ceph_cmd(cluster, "status", rolemap=fleet)
+        assert text.returncode == 0, text.stderr
+        lines = [line for line in text.stdout.splitlines() if line.startswith("  | ")]
+        assert [line.split(":")[0][4:] for line in lines] == ["device_health_metrics", *[n for n, *_ in LAYOUT]]
+        assert "step 1 of 3, a decrease (sent first): pg_autoscale_mode warn -> on" in lines[3]
+        assert "within the autoscaler's 3x threshold" in lines[1] and "target_size_ratio 1" in lines[1]
+        assert "raised to PG_NUM_MIN 32" in lines[2]
+
+        # --dry changes nothing
+        dry = ceph_cmd(cluster, "fix", "--dry", rolemap=fleet)
+        assert dry.returncode == 2, dry.stdout + dry.stderr
+        assert all_pools(cluster) == pools and pg_checks(cluster) == LAYOUT_WARNINGS
+
+        # the fix: decrease, its merge, then the increases; never ERANGE
+        fixed = ceph_cmd(cluster, "fix", rolemap=fleet)
+        out = fixed.stdout + fixed.stderr
+        assert fixed.returncode == 0, out
+        assert "ERANGE" not in out
+        order = [line for line in fixed.stderr.splitlines() if line.startswith("[@local] set pool ")]
+        assert [line.split()[3].rstrip(":") for line in order] == ["c-toomany", "a-ratio", "b-fewmin"]
+        merging = fixed.stderr.index("Ceph is merging pool c-toomany")
+        assert fixed.stderr.index("set pool c-toomany") < merging < fixed.stderr.index("set pool a-ratio")
+        assert "[@local] no PG-count warning left after" in fixed.stderr
+        assert not pg_checks(cluster)
+        assert all_pools(cluster) == {
+            "device_health_metrics": pools["device_health_metrics"],
+            "a-ratio": (16, 16, 3, "on"),
+            "b-fewmin": (32, 32, 2, "on"),
+            "c-toomany": (4, 4, 2, "on"),
+            "d-on": (4, 4, 3, "on"),
+        }
+        cluster.wait_for(cluster.health_ok, "HEALTH_OK after the splits", None, 90, detail=cluster._health_summary)
+
+        # second run: nothing to change; --dry agrees and changes nothing
+        after = all_pools(cluster)
+        again = ceph_json(cluster, "fix", rolemap=fleet)
+        assert (again["changed"], again["fix"]["changes"], again["fix"]["flagged"]) == (False, [], {})
+        assert ceph_cmd(cluster, "fix", "--dry", rolemap=fleet).returncode == 0
+        assert all_pools(cluster) == after and cluster.health_ok()
+
+
+def test_a_fix_killed_during_the_merges_is_finished_by_the_next_run(cluster: TestCluster, tmp_path: Path) -> None:
+    fleet = rolemap_with(tmp_path, "autoscale")
+    # c-toomany 32 -> 4: 28 merges (about 30 s), long enough to be killed in and looked at; 8x off, so
+    # the autoscaler sets its pg_num (and no max_shrink_factor applies)
+    with both_warnings(cluster, tmp_path, toomany_pgs=32):
+        cmd = [str(CLI), "ceph", "fix", "--local", "--ceph-conf", str(cluster.conf), "--rolemap", str(fleet)]
+        first = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+
+            def merging() -> bool:
+                p = pool(cluster, "c-toomany")
+                return bool(p["pg_num_target"] == 4 and p["pg_num"] > 4)
+
+            cluster.wait_for(merging, "the merge of c-toomany to start", None, 60, interval_s=0.3)
+        finally:
+            first.kill()  # SIGKILL: no clean-up of any kind
+            killed_output = first.communicate(timeout=30)
+        # killed while it waited for the merge, before the increases
+        assert settings(cluster, "c-toomany") == (4, 4, "on")
+        assert settings(cluster, "a-ratio") == (8, 8, "warn") and settings(cluster, "b-fewmin") == (16, 16, "warn")
+
+        # what a run now sees: the merge under way, how far, and the increases after it
+        status = ceph_json(cluster, "status", rolemap=fleet)
+        merges = status["fix"]["merges"]
+        assert any(m.startswith("Ceph is merging pool c-toomany: pg_num ") for m in merges), (merges, killed_output)
+        assert [(s["pool"], s["phase"]) for s in status["fix"]["steps"]] == [
+            ("a-ratio", "increase"),
+            ("b-fewmin", "increase"),
+        ]
+
+        second = ceph_cmd(cluster, "fix", rolemap=fleet)
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert "ERANGE" not in second.stdout + second.stderr
+        assert re.search(r"waiting \(\d+ of 120 s\): Ceph is merging pool c-toomany: pg_num \d+ -> 4", second.stderr)
+        assert not pg_checks(cluster)
+        assert settings(cluster, "a-ratio") == (16, 16, "on") and settings(cluster, "b-fewmin") == (32, 32, "on")
+        assert settings(cluster, "c-toomany") == (4, 4, "on")
+        cluster.wait_for(cluster.health_ok, "HEALTH_OK", None, 90, detail=cluster._health_summary)
+        third = ceph_json(cluster, "fix", rolemap=fleet)
+        assert (third["changed"], third["fix"]["changes"]) == (False, [])
 
 
 # --------------------------------------------------------------------------- bad input

@@ -270,14 +270,20 @@ def test_all_failing_gates_are_reported_together() -> None:
     assert [r.split(" ")[0] for r in refusals] == ["the", "129", "osd.2", "no"]
 
 
-def test_merging_pool_quirk_32_only_needs_the_mode_but_waits_for_clean_pgs() -> None:
+def test_merging_pool_quirk_32_only_needs_the_mode_but_waits_for_the_merge() -> None:
     snap = snapshot("merging_quirk32")
     # 16.2.15: "has 32, should have 32" while the mode stays warn
     assert snap.health.flagged_pools() == {"rbd": (32, 32)}
     decision = decide(snap, Policy(strategy="pin", pin_mode_after="off"))
     assert decision.changes[0].settings == (Setting("pg_autoscale_mode", "warn", "off"),)
-    assert decision.refusals == ("2 of 125 PGs are not active+clean (2 peering)",)
-    assert "pool rbd: Ceph is changing its PGs: pg_num 124 -> 32, pgp_num 122 -> 32" not in decision.notes
+    # A run that finds a merge under way (e.g. after a killed run) waits for it, naming the merge and
+    # how far it is, with the PG states meanwhile; it is not refused, and nothing is sent yet.
+    assert not decision.refused
+    assert decision.merges == (
+        "Ceph is merging pool rbd: pg_num 124 -> 32 (92 merges left), pgp_num 122 -> 32",
+        "meanwhile 2 of 125 PGs are not active+clean (2 peering)",
+    )
+    assert decision.next_steps() == () and not decision.done
 
 
 def test_no_new_pg_num_change_while_another_pool_merges() -> None:
@@ -293,10 +299,10 @@ def test_no_new_pg_num_change_while_another_pool_merges() -> None:
         ]
 
     decision = decide(snapshot("merging_quirk32", second_flagged_pool), Policy(strategy="pin"))
-    assert decision.refusals == (
-        "Ceph is still changing the PGs of pool rbd (pg_num 124 -> 32); not changing pool other's pg_num "
-        "until it has finished",
-    )
+    # planned, but not sent until rbd has finished merging
+    assert [(c.pool, c.phase) for c in decision.changes] == [("other", "decrease")]
+    assert decision.merges == ("Ceph is merging pool rbd: pg_num 124 -> 32 (92 merges left), pgp_num 122 -> 32",)
+    assert decision.next_steps() == () and not decision.refused
 
 
 def test_flagged_pool_that_no_longer_exists_is_a_note() -> None:
