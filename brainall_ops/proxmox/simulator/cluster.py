@@ -10,7 +10,10 @@ Behaviour follows PVE's qemu-server where the toolkit can observe it:
   runs; another writer waits `lock_wait_s` (PVE: 10 s) and then fails "can't lock file ... got
   timeout"; a clone marks the new VM `lock: clone` until it ends and removes it if it fails;
 - `/cluster/nextid` gives the lowest free VMID, with the same race PVE has: two clients can get
-  the same number, and the second clone fails "VM N already exists on node 'X'".
+  the same number. The loser's clone fails as PVE's clone_vm does: on the same node at once
+  ("unable to create VM N: config file already exists", or that as the task's error when both
+  passed the early check), from another node as a failing task (pmxcfs refuses the config
+  file's rename: "close (rename) atomic file '...' failed: File exists").
 """
 
 from __future__ import annotations
@@ -453,6 +456,11 @@ class Cluster:
                     used += parse_size(disk["size"])
         return used
 
+    def storage_cfg_digest(self) -> str:
+        """The digest of /etc/pve/storage.cfg: any storage's change changes it."""
+        with self.lock:
+            return hashlib.sha1("".join(s.digest() for _, s in sorted(self.storages.items())).encode()).hexdigest()
+
     def node_memory_used(self, node: str) -> int:
         running = sum(vm.memory_bytes() for vm in self.vms.values() if vm.node == node and vm.status == "running")
         return self.nodes[node].memory_base_used + running
@@ -556,13 +564,16 @@ class Cluster:
         vmid: int,
         user: str,
         work: Callable[[Task], list[Callable[[], None]] | None],
-        locks: list[tuple[int, bool]] | None = None,
+        locks: list[tuple[int, bool, float | None]] | None = None,
         on_failure: Callable[[], None] | None = None,
+        begin: Callable[[Task], None] | None = None,
     ) -> str:
-        """Start a worker: lock, wait the task's duration, then `work` under the state lock.
+        """Start a worker: lock, `begin`, wait the task's duration, then `work` under the state lock.
 
-        `work` may raise TaskError; it may return callbacks run after it, outside the state
-        lock (the lab hook boots a host there); if one raises, the task fails.
+        `locks` are (vmid, shared, timeout: None for `lock_wait_s`). `begin` runs under the
+        state lock once the locks are held (a clone writes its placeholder config there). Both
+        may raise TaskError; `work` may return callbacks run after it, outside the state lock
+        (the lab hook boots a host there); if one raises, the task fails.
         """
         method, path = request
         fault = self.take_fault(TASK_FAULTS, method, path, task_type)
@@ -574,13 +585,17 @@ class Cluster:
         def run() -> None:
             held: list[int] = []
             try:
-                for lock_vmid, shared in locks if locks is not None else [(vmid, False)]:
-                    if not self.acquire(lock_vmid, self.settings.lock_wait_s, shared):
+                for lock_vmid, shared, wait in locks if locks is not None else [(vmid, False, None)]:
+                    timeout = self.settings.lock_wait_s if wait is None else min(wait, self.settings.lock_wait_s)
+                    if not self.acquire(lock_vmid, timeout, shared):
                         raise TaskError(lock_error(lock_vmid))
                     held.append(lock_vmid)
                 if fault is not None and fault.kind == "lock_timeout":
                     time.sleep(min(self.settings.lock_wait_s, 0.05))
                     raise TaskError(lock_error(vmid))
+                if begin is not None:
+                    with self.lock:
+                        begin(task)
                 time.sleep(duration)
                 if fault is not None and fault.kind == "task_fail":
                     for line in (fault.message or "injected failure").splitlines()[1:]:
@@ -613,6 +628,7 @@ class Cluster:
         return task.upid
 
     def finish(self, task: Task, exitstatus: str) -> None:
+        exitstatus = exitstatus.rstrip("\n").replace("\n", " ")  # fork_worker: s/\n/ /mg
         with self.lock:
             task.log.append("TASK OK" if exitstatus == "OK" else f"TASK ERROR: {exitstatus}")
             task.exitstatus = exitstatus
