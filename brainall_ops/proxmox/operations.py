@@ -11,9 +11,13 @@ Converging a VM, from what the cluster says at that moment:
 
 1. missing → full-clone the template named in the role map (the one on the VM's node, else one
    on shared storage elsewhere), with the pinned VMID or one from `/cluster/nextid` (retried
-   with a fresh id when a parallel clone took it first);
+   with a fresh id when a parallel clone took it first: PVE says so at once on the same node,
+   in the clone task's failure from another node); a clone still copying on that node (its
+   placeholder config has no name yet) is waited for first, so that it is not cloned twice;
 2. locked by a task still running (a clone that outlived the last run's timeout) → wait;
-3. config → set the managed keys that differ (one POST, guarded by the config digest);
+3. config → set the managed keys that differ (one POST, guarded by the config digest; when PVE
+   refuses it because the config changed meanwhile or a task locked the VM, read it again, wait
+   for the lock, and decide again);
 4. boot disk smaller than the role map → grow it (never shrunk);
 5. stopped → start; running with changes pending → reboot if allowed, else say so;
 6. read it back and check it is what the role map says.
@@ -36,7 +40,7 @@ from pyinfra.context import host as current_host
 from pyinfra.context import state as current_state
 
 from brainall_ops.errors import BrainallError
-from brainall_ops.proxmox.client import VMID_TAKEN, ApiError, ConnectionSettings, ProxmoxClient, ProxmoxError
+from brainall_ops.proxmox.client import ConnectionSettings, ProxmoxClient, ProxmoxError
 from brainall_ops.proxmox.facts import (
     ClusterResources,
     ClusterState,
@@ -46,9 +50,19 @@ from brainall_ops.proxmox.facts import (
     read_cluster,
     read_vm_detail,
 )
-from brainall_ops.proxmox.spec import ObservedVM, VMSpec, locate, needs_detail, plan_vm, quick_drift, steps_for
+from brainall_ops.proxmox.spec import (
+    ObservedVM,
+    Steps,
+    VMSpec,
+    locate,
+    needs_detail,
+    plan_vm,
+    quick_drift,
+    steps_for,
+)
 
 NEXTID_ATTEMPTS = 5
+CONFIG_ATTEMPTS = 3
 _said: set[tuple[str, str]] = set()
 
 
@@ -151,16 +165,8 @@ class Converger:
             vm = self.create(cluster)
         if vm.lock:
             vm = self.wait_unlocked(vm)
-        detail = read_vm_detail(self.client, vm)
-        steps = steps_for(spec, vm, detail, self.allow_reboot)
+        vm, steps = self.configure(vm)
         vm_path = f"{self.base}/{vm.vmid}"
-        if steps.config or steps.delete:
-            params: dict[str, Any] = dict(steps.config)
-            if steps.delete:
-                params["delete"] = ",".join(steps.delete)
-            params["digest"] = detail.config.get("digest")
-            self.client.run("POST", f"{vm_path}/config", f"configure {spec.name} (VMID {vm.vmid})", **params)
-            self.done.append("configured (" + ", ".join(sorted([*steps.config, *steps.delete])) + ")")
         if steps.grow_to_gib and steps.disk_key:
             self.client.run(
                 "PUT",
@@ -182,6 +188,64 @@ class Converger:
         return "; ".join(self.done) or "nothing left to do"
 
     # ----------------------------------------------------------------------- steps
+    def configure(self, vm: ObservedVM) -> tuple[ObservedVM, Steps]:
+        """Step 3, with the config's digest: a refusal because the config changed since it was read
+        ("checksum mismatch") or a task locked the VM ("VM is locked (backup)") is met by reading
+        it again (waiting for the lock) and deciding again, a few times; then a clear line."""
+        spec = self.spec
+        for attempt in range(1, CONFIG_ATTEMPTS + 1):
+            detail = read_vm_detail(self.client, vm)
+            steps = steps_for(spec, vm, detail, self.allow_reboot)
+            if not (steps.config or steps.delete):
+                return vm, steps
+            params: dict[str, Any] = dict(steps.config)
+            if steps.delete:
+                params["delete"] = ",".join(steps.delete)
+            params["digest"] = detail.config.get("digest")
+            try:
+                self.client.run(
+                    "POST", f"{self.base}/{vm.vmid}/config", f"configure {spec.name} (VMID {vm.vmid})", **params
+                )
+            except ProxmoxError as exc:
+                if not (exc.is_stale_digest or exc.vm_lock):
+                    raise
+                if attempt == CONFIG_ATTEMPTS:
+                    why = f"locked ({exc.vm_lock})" if exc.vm_lock else "changed by someone else each time"
+                    raise ProxmoxError(
+                        f"VMID {vm.vmid}: its config was {why} while this run configured it "
+                        f"({CONFIG_ATTEMPTS} attempts); rerun when nothing else is changing it"
+                    ) from None
+                self.say(f"VMID {vm.vmid}: {exc.pve_text.strip()}; reading its config again")
+                current = locate(spec, read_cluster(self.client).vms)
+                if current is None:
+                    raise ProxmoxError(f"VMID {vm.vmid} went away while this run configured it; rerun") from None
+                vm = self.wait_unlocked(current) if current.lock else current
+                continue
+            self.done.append("configured (" + ", ".join(sorted([*steps.config, *steps.delete])) + ")")
+            return vm, steps
+        raise AssertionError("unreachable")
+
+    def wait_for_copying_clones(self, nodes: set[str]) -> ObservedVM | None:
+        """A clone still copying shows as a nameless VM locked `clone` (PVE writes the name with the
+        disks): wait for those on `nodes`, then look for the VM again (it may be one of them)."""
+        timeout = self.client.settings.task_timeout_s
+        deadline = time.monotonic() + timeout
+        delay = 0.1
+        while True:
+            cluster = read_cluster(self.client)
+            found = locate(self.spec, cluster.vms)
+            copying = [v for v in cluster.vms if v.node in nodes and v.lock == "clone" and _unnamed(v)]
+            if found is not None or not copying:
+                return found
+            if time.monotonic() >= deadline:
+                vmids = ", ".join(str(v.vmid) for v in copying)
+                raise ProxmoxError(
+                    f"a clone (VMID {vmids}) is still copying after {timeout:g} s; "
+                    "rerun when it has finished, so that this VM is not cloned twice"
+                )
+            self.client.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
     def create(self, cluster: ClusterState) -> ObservedVM:
         spec = self.spec
         templates = cluster.templates(spec.template)
@@ -189,6 +253,10 @@ class Converger:
             raise ProxmoxError(f"no template named {spec.template!r} on the cluster (proxmox.template)")
         local = [t for t in templates if t.node == spec.node]
         source = local[0] if local else templates[0]
+        if any(v.lock == "clone" and _unnamed(v) and v.node in (source.node, spec.node) for v in cluster.vms):
+            found = self.wait_for_copying_clones({source.node, spec.node})
+            if found is not None:
+                return found
         params: dict[str, Any] = {"name": spec.name, "full": 1, "storage": spec.storage}
         if source.node != spec.node:
             params["target"] = spec.node  # PVE refuses unless the template is on shared storage
@@ -204,9 +272,10 @@ class Converger:
                     **params,
                 )
                 break
-            except ApiError as exc:
-                # Another node's clone took this VMID between nextid and clone: take the next one.
-                if spec.vmid is None and VMID_TAKEN.search(exc.reason) and attempt < NEXTID_ATTEMPTS:
+            except ProxmoxError as exc:
+                # Another clone took this VMID between nextid and clone: take the next one.
+                if spec.vmid is None and exc.taken_vmid() == vmid and attempt < NEXTID_ATTEMPTS:
+                    self.say(f"VMID {vmid} was taken by another clone meanwhile; asking for the next one")
                     continue
                 raise
         self.done.append(f"cloned from {spec.template} (VMID {source.vmid} on {source.node}) as VMID {vmid}")
@@ -245,3 +314,7 @@ class Converger:
             drift = [d for d in drift if not d.startswith(("cores", "memory"))]
         if drift:
             raise ProxmoxError(f"VMID {vmid} still differs after converging: {'; '.join(drift)}")
+
+
+def _unnamed(vm: ObservedVM) -> bool:
+    return vm.name in ("", f"VM {vm.vmid}")

@@ -740,6 +740,11 @@ class Api:
             raise ApiError(501, "linked clones are not implemented by the simulator")
         return CloneCheck(newid=newid, full=full, storage=storage_name, disks=disks)
 
+    def _rival_clone(self, vmid: int, node: str) -> None:
+        """The `vmid_race` fault: someone else's clone placeholder for `vmid` appears on `node`."""
+        if vmid not in self.cluster.vms:
+            self.cluster.vms[vmid] = VM(vmid=vmid, node=node, config={"name": f"rival-{vmid}"})
+
     def _enabled_storage(self, name: str, node: str) -> Storage:
         """PVE::Storage::storage_check_enabled."""
         storage = self.cluster.storages.get(name)
@@ -759,6 +764,10 @@ class Api:
         target = p.get("target") or None
         if target == request.node:
             target = None
+        race = self.cluster.take_fault(("vmid_race",), request.http_method, request.path)
+        rival_node = (race.message or request.node) if race is not None else None
+        if rival_node == request.node:
+            self._rival_clone(int(p["newid"]), request.node)
         check = self._clone_checks(request, source, target)
         newid = check.newid
         holder: dict[str, VM] = {}
@@ -770,6 +779,8 @@ class Api:
             except ApiError as exc:
                 raise TaskError(exc.message) from None
             task.log.append(f"creating a clone of VM {source.vmid} with ID {newid}")
+            if rival_node is not None and rival_node != request.node:
+                self._rival_clone(newid, rival_node)
             if newid in self.cluster.vms:  # pmxcfs: the VMID is taken on another node
                 raise TaskError(f"close (rename) atomic file '{conffile}' failed: File exists")
             # "# qmclone temporary file\nlock: clone\n": no name until the disks are copied

@@ -315,7 +315,7 @@ class Task:
         return out
 
 
-FaultKind = Literal["http_error", "drop", "lock_timeout", "task_fail", "task_slow"]
+FaultKind = Literal["http_error", "drop", "lock_timeout", "task_fail", "task_slow", "vmid_race"]
 REQUEST_FAULTS = ("http_error", "drop")
 TASK_FAULTS = ("task_fail", "task_slow", "lock_timeout")
 
@@ -330,6 +330,9 @@ class Fault:
     lock_timeout: a sync call answers 500 "can't lock file ... got timeout"; an async one's task fails so.
     task_fail: the task fails with `message` (and what it would have done is not done).
     task_slow: the task takes `seconds` longer.
+    vmid_race: another client's clone takes this clone's new VMID first, on node `message` (this
+        clone's node when unset): on the same node it lands before the early check, on another
+        node just before this clone's task writes its config; PVE's answer follows from that.
     """
 
     kind: FaultKind
