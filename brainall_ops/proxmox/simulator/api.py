@@ -636,7 +636,7 @@ class Api:
             raise ApiError(500, f"can't lock file '/var/lock/qemu-server/lock-{request.vmid}.conf' - got timeout")
         self.cluster.lock.release()  # wait for the VM's file lock without blocking the cluster
         try:
-            with self.cluster.file_lock(request.vmid), self.cluster.lock:
+            with self.cluster.file_lock(request.node, request.vmid), self.cluster.lock:
                 self._load_and_check(vm, update)
                 self._apply_update(vm, update, [])
         finally:

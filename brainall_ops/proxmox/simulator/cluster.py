@@ -396,7 +396,8 @@ class Cluster:
         self.tokens: dict[str, Token] = {}
         self.faults: list[Fault] = []
         self.requests: list[RequestRecord] = []
-        self.file_locks: dict[int, tuple[str, int]] = {}  # vmid -> (mode, holders)
+        # (node, vmid) -> (mode, holders): /var/lock/qemu-server/lock-VMID.conf is each node's own file
+        self.file_locks: dict[tuple[str, int], tuple[str, int]] = {}
         self.random = random.Random(seed)
         self.next_pid = 0x1000
         self.pstart = int(time.monotonic() * 100) % 0xFFFFFFF
@@ -513,40 +514,40 @@ class Cluster:
             return len(self.requests)
 
     # ----------------------------------------------------------------------- file locks
-    def acquire(self, vmid: int, timeout: float, shared: bool = False) -> bool:
+    def acquire(self, key: tuple[str, int], timeout: float, shared: bool = False) -> bool:
         deadline = time.monotonic() + timeout
         with self.lock_changed:
             while True:
-                held = self.file_locks.get(vmid)
+                held = self.file_locks.get(key)
                 if held is None:
-                    self.file_locks[vmid] = ("shared" if shared else "exclusive", 1)
+                    self.file_locks[key] = ("shared" if shared else "exclusive", 1)
                     return True
                 if shared and held[0] == "shared":
-                    self.file_locks[vmid] = ("shared", held[1] + 1)
+                    self.file_locks[key] = ("shared", held[1] + 1)
                     return True
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
                 self.lock_changed.wait(left)
 
-    def release(self, vmid: int) -> None:
+    def release(self, key: tuple[str, int]) -> None:
         with self.lock_changed:
-            mode, holders = self.file_locks.get(vmid, ("exclusive", 1))
+            mode, holders = self.file_locks.get(key, ("exclusive", 1))
             if holders > 1:
-                self.file_locks[vmid] = (mode, holders - 1)
+                self.file_locks[key] = (mode, holders - 1)
             else:
-                self.file_locks.pop(vmid, None)
+                self.file_locks.pop(key, None)
             self.lock_changed.notify_all()
 
     @contextlib.contextmanager
-    def file_lock(self, vmid: int) -> Iterator[None]:
+    def file_lock(self, node: str, vmid: int) -> Iterator[None]:
         """A sync call's file lock: waits like PVE, then fails with PVE's message."""
-        if not self.acquire(vmid, self.settings.lock_wait_s):
+        if not self.acquire((node, vmid), self.settings.lock_wait_s):
             raise ApiError(500, lock_error(vmid))
         try:
             yield
         finally:
-            self.release(vmid)
+            self.release((node, vmid))
 
     # ----------------------------------------------------------------------- tasks
     def new_upid(self, node: str, task_type: str, task_id: str, user: str) -> Task:
@@ -590,7 +591,7 @@ class Cluster:
             try:
                 for lock_vmid, shared, wait in locks if locks is not None else [(vmid, False, None)]:
                     timeout = self.settings.lock_wait_s if wait is None else min(wait, self.settings.lock_wait_s)
-                    if not self.acquire(lock_vmid, timeout, shared):
+                    if not self.acquire((node, lock_vmid), timeout, shared):
                         raise TaskError(lock_error(lock_vmid))
                     held.append(lock_vmid)
                 if fault is not None and fault.kind == "lock_timeout":
@@ -621,7 +622,7 @@ class Cluster:
                 self.finish(task, f"simulator error: {type(exc).__name__}: {exc}")
             finally:
                 for lock_vmid in held:
-                    self.release(lock_vmid)
+                    self.release((node, lock_vmid))
 
         thread = threading.Thread(target=run, name=f"task-{task_type}-{vmid}", daemon=True)
         with self.lock:
