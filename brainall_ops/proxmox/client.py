@@ -44,6 +44,7 @@ LOCK_TIMEOUT = re.compile(r"can't lock file '[^']*' - got timeout")
 # another node the task fails when pmxcfs refuses to rename the new config into place.
 VMID_TAKEN = re.compile(
     r"unable to create VM (?P<vmid>\d+): config file already exists"
+    r"|unable to create VM (?P<created>\d+) - VM \d+ already exists on node"  # create_vm's create_and_lock_config
     r"|close \(rename\) atomic file '[^']*/qemu-server/(?P<renamed>\d+)\.conf' failed: File exists"
 )
 # update_vm_api / resize_vm refuse a config whose digest is not the one read (PVE::AbstractConfig
@@ -64,6 +65,9 @@ ENDPOINTS: tuple[tuple[str, str], ...] = (
     ("PUT", "/nodes/{node}/qemu/{vmid}/resize"),
     ("POST", "/nodes/{node}/qemu/{vmid}/status/start"),
     ("POST", "/nodes/{node}/qemu/{vmid}/status/reboot"),
+    ("POST", "/nodes/{node}/storage/{storage}/download-url"),
+    ("POST", "/nodes/{node}/qemu"),
+    ("POST", "/nodes/{node}/qemu/{vmid}/template"),
     ("GET", "/nodes/{node}/tasks/{upid}/status"),
     ("GET", "/nodes/{node}/tasks/{upid}/log"),
     ("GET", "/storage/{storage}"),
@@ -103,7 +107,7 @@ class ProxmoxError(BrainallError):
         found = VMID_TAKEN.search(self.pve_text)
         if found is None:
             return None
-        return int(found.group("vmid") or found.group("renamed"))
+        return int(found.group("vmid") or found.group("created") or found.group("renamed"))
 
 
 class ApiError(ProxmoxError):

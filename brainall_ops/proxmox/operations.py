@@ -53,9 +53,11 @@ from brainall_ops.proxmox.facts import (
 from brainall_ops.proxmox.spec import (
     ObservedVM,
     Steps,
+    TemplateSpec,
     VMSpec,
     locate,
     needs_detail,
+    plan_template,
     plan_vm,
     quick_drift,
     steps_for,
@@ -116,6 +118,121 @@ def vm(
         current_host.noop(plan.line())
         return
     yield FunctionCommand(converge_vm, (spec, connection, allow_reboot), {})
+
+
+@operation()
+def template(spec: TemplateSpec, connection: ConnectionSettings) -> Iterator[FunctionCommand]:
+    """
+    Ensure the cloud-init template `proxmox.template` is on this node: when missing, the node
+    downloads the cloud image itself (download-url, checksum verified), a VM is created with the
+    image imported as its disk, a cloud-init drive and a serial console, and it becomes a template.
+
+    + spec: the template on this node (`brainall_ops.proxmox.spec.TemplateSpec`)
+    + connection: how to reach the Proxmox API
+    """
+    try:
+        plan = plan_template(spec, get_api_fact(ClusterResources, connection).vms)
+    except BrainallError as exc:
+        if not current_state.is_executing:
+            raise OperationError(f"proxmox: {exc}") from None
+        yield FunctionCommand(report_failure, (f"template {spec.name}: {exc}",), {})
+        return
+    if plan.action == "unchanged":
+        current_host.noop(plan.line())
+        return
+    if (current_host.name, plan.line()) not in _said:
+        _said.add((current_host.name, plan.line()))
+        current_host.log(plan.line())
+    if plan.action == "refuse":
+        if not current_state.is_executing:
+            raise OperationError(f"proxmox: template {spec.name} on {spec.node}: {plan.reason}")
+        yield FunctionCommand(report_failure, (f"template {spec.name} on {spec.node}: {plan.reason}",), {})
+        return
+    yield FunctionCommand(build_template, (spec, connection), {})
+
+
+def build_template(state: State, host: Host, spec: TemplateSpec, connection: ConnectionSettings) -> bool:
+    """Execute-time body of `template` (on the controller). False, with the reason logged, on failure."""
+    try:
+        client = client_for(connection, owner=f"host:{host.name}")
+        done = TemplateBuilder(client, spec, host).run()
+    except BrainallError as exc:
+        host.log_styled(f"template {spec.name}: {exc}", fg="red", log_func=logger.error)
+        return False
+    host.log_styled(f"template {spec.name}: {done}", fg="green")
+    return True
+
+
+class TemplateBuilder:
+    """Builds the template on one node, each step decided from what the cluster says at that moment,
+    so a run that failed half-way is picked up: the download is kept by PVE when its checksum
+    matches, and a VM of the template's name left by a failed run is converted, not made again."""
+
+    def __init__(self, client: ProxmoxClient, spec: TemplateSpec, host: Host | None = None) -> None:
+        self.client = client
+        self.spec = spec
+        self.host = host
+
+    def say(self, message: str) -> None:
+        if self.host is not None:
+            self.host.log(f"template {self.spec.name}: {message}")
+
+    def run(self) -> str:
+        spec = self.spec
+        plan = plan_template(spec, read_cluster(self.client).vms)
+        if plan.action == "unchanged":
+            return f"on {spec.node} already ({plan.reason})"
+        if plan.action == "refuse":
+            raise ProxmoxError(f"on {spec.node}: {plan.reason}")
+        done = []
+        if plan.action == "create":
+            self.download()
+            done.append(f"{spec.filename} downloaded to {spec.download_storage} ({spec.checksum_algorithm} verified)")
+            vmid = self.create()
+            done.append(f"VMID {vmid} created with the image as scsi0, a cloud-init drive and a serial console")
+        current = [v for v in read_cluster(self.client).vms if v.name == spec.name and v.node == spec.node]
+        if not current:
+            raise ProxmoxError(f"on {spec.node}: the VM to convert is gone; rerun")
+        vmid = current[0].vmid
+        if not current[0].template:
+            self.client.run(
+                "POST", f"/nodes/{spec.node}/qemu/{vmid}/template", f"convert VMID {vmid} to template {spec.name}"
+            )
+        done.append(f"VMID {vmid} converted to a template")
+        return "; ".join(done)
+
+    def download(self) -> None:
+        spec = self.spec
+        assert spec.url is not None and spec.checksum is not None
+        self.client.run(
+            "POST",
+            f"/nodes/{spec.node}/storage/{spec.download_storage}/download-url",
+            f"download {spec.url} to {spec.download_storage} on {spec.node}",
+            url=spec.url,
+            content="import",
+            filename=spec.filename,
+            checksum=spec.checksum,
+            **{"checksum-algorithm": spec.checksum_algorithm},
+        )
+
+    def create(self) -> int:
+        spec = self.spec
+        for attempt in range(1, NEXTID_ATTEMPTS + 1):
+            vmid = spec.vmid if spec.vmid is not None else int(self.client.get("/cluster/nextid"))
+            try:
+                self.client.run(
+                    "POST",
+                    f"/nodes/{spec.node}/qemu",
+                    f"create VMID {vmid} for template {spec.name} on {spec.node}",
+                    **spec.create_params(vmid),
+                )
+                return vmid
+            except ProxmoxError as exc:
+                if spec.vmid is None and exc.taken_vmid() == vmid and attempt < NEXTID_ATTEMPTS:
+                    self.say(f"VMID {vmid} was taken meanwhile; asking for the next one")
+                    continue
+                raise
+        raise AssertionError("unreachable")
 
 
 def report_failure(state: State, host: Host, message: str) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Network
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=63)]
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -154,6 +154,29 @@ class ProxmoxEnvironment(Strict):
     ssh_key_files: list[str] | None = Field(default=None, description="replaces proxmox.ssh_key_files")
 
 
+class TemplateImage(Strict):
+    """The cloud image phase 2 builds `proxmox.template` from where a node has none: each node
+    downloads it itself (PVE's download-url, checksum verified) and imports it as the disk."""
+
+    url: str = Field(
+        pattern=r"^https?://[^\s]+\.(qcow2|raw|img)$",
+        description="the image, e.g. a dated Debian 12 genericcloud qcow2",
+    )
+    checksum: str = Field(
+        pattern=r"^[0-9a-fA-F]{64}([0-9a-fA-F]{64})?$", description="its published SHA256 or SHA512 (SHA512SUMS)"
+    )
+    checksum_algorithm: Literal["sha256", "sha512"] = "sha512"
+    download_storage: Name = Field(default="local", description="file storage with the 'import' content type")
+    vmid: int | None = Field(default=None, ge=100, le=999_999_999, description="default: /cluster/nextid")
+
+    @model_validator(mode="after")
+    def _checksum_fits_algorithm(self) -> TemplateImage:
+        want = {"sha256": 64, "sha512": 128}[self.checksum_algorithm]
+        if len(self.checksum) != want:
+            raise ValueError(f"checksum: a {self.checksum_algorithm} is {want} hex digits, not {len(self.checksum)}")
+        return self
+
+
 class Proxmox(Strict):
     api_host: Name
     api_port: Port = 8006
@@ -164,6 +187,9 @@ class Proxmox(Strict):
         default="https", description="https: the API with the token; openssh: pvesh on api_host over SSH"
     )
     template: Name = Field(description="cloud-init template VM to full-clone")
+    template_image: TemplateImage | None = Field(
+        default=None, description="build `template` from this image on a node that has none (else: refuse)"
+    )
     storage: Name = "local-lvm"
     bridge: Name = "vmbr1"
     gateway: IPv4Address | None = None
@@ -243,8 +269,9 @@ class OllamaMigration(Strict):
 
 
 # A gitignore pattern relative to /etc: no negation (it could bring a secret back), no `..`.
-GitIgnorePattern = Annotated[str, Field(pattern=r"^/?[A-Za-z0-9_.@+*?-]+(/[A-Za-z0-9_.@+*?-]+)*/?$"),
-                             AfterValidator(_no_dot_parts)]
+GitIgnorePattern = Annotated[
+    str, Field(pattern=r"^/?[A-Za-z0-9_.@+*?-]+(/[A-Za-z0-9_.@+*?-]+)*/?$"), AfterValidator(_no_dot_parts)
+]
 
 
 class ConfigGit(Strict):
@@ -469,12 +496,16 @@ class Firewall(Strict):
     closed_ports: list[Port] = Field(default=[], description="dropped and logged on every host (tcp and udp)")
     log_drops_per_minute: int = Field(default=10, ge=0, description="drop log lines per minute; 0: no log")
     ssh_via: Name | None = Field(
-        default=None, description="the host production SSH goes through (the bastion); new rulesets are confirmed by "
-        "a fresh SSH connection through it"
+        default=None,
+        description="the host production SSH goes through (the bastion); new rulesets are confirmed by "
+        "a fresh SSH connection through it",
     )
     rollback_after_s: int = Field(
-        default=60, ge=10, le=3600, description="commit confirmed: a host restores its previous ruleset by itself "
-        "after this long unless the deploy confirmed the new one"
+        default=60,
+        ge=10,
+        le=3600,
+        description="commit confirmed: a host restores its previous ruleset by itself "
+        "after this long unless the deploy confirmed the new one",
     )
     rules: list[FirewallRule] = []
 
@@ -544,9 +575,7 @@ class PostgresSettings(Strict):
 class RedisSettings(Strict):
     port: Port = 6379
     maxmemory_pct: float = Field(default=25, gt=0, le=75, description="of the VM's memory (role map size)")
-    maxmemory_policy: Literal["noeviction", "allkeys-lru", "volatile-lru", "allkeys-lfu", "volatile-lfu"] = (
-        "noeviction"
-    )
+    maxmemory_policy: Literal["noeviction", "allkeys-lru", "volatile-lru", "allkeys-lfu", "volatile-lfu"] = "noeviction"
 
 
 class DumpBackup(Strict):

@@ -20,6 +20,7 @@ from brainall_ops.proxmox.simulator.cluster import (
     FAST_PLUG,
     GIB,
     KEY_PRIVILEGE,
+    MIB,
     NET_KEY,
     TIB,
     VM,
@@ -75,6 +76,8 @@ WIRE_ONLY: dict[tuple[str, str], frozenset[str]] = {
     # Config.pm index declares `storage` only and sends each whole section ($api_storage_config)
     ("GET", "/storage"): frozenset({"*"}),
 }
+# Storage types whose plugin has a `path` (download-url needs one).
+FILE_STORAGES = {"dir", "nfs", "cifs", "cephfs", "glusterfs", "btrfs"}
 # Storage options PVE types as booleans.
 STORAGE_FLAGS = {"disable", "mkdir", "create-base-path", "create-subdirs", "shared", "sparse", "krbd", "saferemove"}
 # Job options the simulator keeps as given but does not model (objects PVE parses further).
@@ -92,6 +95,18 @@ def _without(data: Any, keys: frozenset[str]) -> Any:
             return {k: v for k, v in data.items() if k == "storage"}
         return {k: v for k, v in data.items() if k not in keys}
     return data
+
+
+def image_virtual_size(data: bytes, fmt: str) -> int | None:
+    """What `qemu-img info` would call the image's virtual size (None: not an image of that format).
+    qcow2: the big-endian size at offset 24 after the 'QFI\\xfb' magic; raw: its length."""
+    if fmt == "qcow2":
+        if len(data) < 32 or data[:4] != b"QFI\xfb":
+            return None
+        return int.from_bytes(data[24:32], "big")
+    if fmt == "raw":
+        return len(data)
+    return None
 
 
 def content_string(content: str) -> str:
@@ -175,6 +190,9 @@ class Api:
             ("GET", "/nodes/{node}/tasks/{upid}/log"): self.task_log,
             ("GET", "/nodes/{node}/storage"): self.node_storage,
             ("GET", "/nodes/{node}/storage/{storage}/status"): self.storage_status,
+            ("POST", "/nodes/{node}/storage/{storage}/download-url"): self.download_url,
+            ("POST", "/nodes/{node}/qemu"): self.create_vm,
+            ("POST", f"{q}/template"): self.template,
             ("GET", "/storage"): self.storage_index,
             ("POST", "/storage"): self.storage_create,
             ("GET", "/storage/{storage}"): self.storage_get,
@@ -1166,6 +1184,220 @@ class Api:
             out[key] = int(value) if key in STORAGE_FLAGS else value
         out["digest"] = self.cluster.storage_cfg_digest()
         return out
+
+    # ----------------------------------------------------------------------- storage: download-url
+    def download_url(self, request: Request) -> str:
+        """pve-storage src/PVE/API2/Storage/Status.pm download_url: the storage's checks at once (a file
+        storage, the content type, the file name), then a `download` task that runs
+        PVE::Tools::download_file_from_url: an existing file with the right checksum is kept, a wrong
+        one refused, a download checked against the checksum before it is renamed into place. The
+        simulator reads the URL's bytes from a mapped local file and never from the network."""
+        p = request.params
+        node, name = request.node, str(p["storage"])
+        self.cluster.node(node)
+        storage = self._enabled_storage(name, node)
+        if storage.type not in FILE_STORAGES:
+            raise ApiError(500, f"can't upload to storage type '{storage.type}', not a file based storage!")
+        content, url = str(p["content"]), str(p["url"])
+        if content not in storage.content.split(","):
+            raise ApiError(500, f"storage '{name}' is not configured for content-type '{content}'")
+        filename = re.sub(r"[^A-Za-z0-9_.+=-]", "_", str(p["filename"]))  # normalize_content_filename
+        if content == "import":
+            if not re.fullmatch(r"[A-Za-z0-9\-.+=_]+\.(ova|qcow2|raw|vmdk)", filename):
+                raise ApiError(
+                    400, "Parameter verification failed.", {"filename": "invalid filename or wrong extension"}
+                )
+        elif content == "iso":
+            if not re.fullmatch(r"[^/]+\.(iso|img)", filename):
+                raise ApiError(400, "Parameter verification failed.", {"filename": "wrong file extension"})
+        elif not re.fullmatch(r"[^/]+\.tar\.(gz|xz|zst|bz2)", filename):
+            raise ApiError(400, "Parameter verification failed.", {"filename": "wrong file extension"})
+        algorithm, expected = p.get("checksum-algorithm"), p.get("checksum")
+        path = storage.options.get("path", f"/mnt/pve/{name}")
+        directory = {"import": "import", "iso": "template/iso", "vztmpl": "template/cache"}[content]
+        dest = f"{path}/{directory}/{filename}"
+        volname = f"{directory}/{filename}" if content != "import" else f"import/{filename}"
+        files = self.cluster.volumes.setdefault(f"{node}/{name}", {})
+
+        def work(task: Task) -> None:
+            if p.get("compression") and content != "iso":
+                raise TaskError(f"decompression not supported for {content}")
+            task.log.append(f"downloading {url} to {dest}")
+            if volname in files:
+                if not algorithm:
+                    raise TaskError(f"refusing to override existing file '{dest}'")
+                task.log.append("calculating checksum of existing file...")
+                got = files[volname]["checksums"][algorithm]
+                if got.lower() == str(expected).lower():
+                    task.log.append("OK, got correct file already, no need to download")
+                    return
+                raise TaskError(f"checksum mismatch: got '{got}' != expect '{expected}', aborting")
+            source = self.cluster.image_sources.get(url)
+            tmp = f"{dest}.tmp_dwnl.{task.pid}"
+            if source is None or not source.is_file():
+                # wget's exit code 4: network failure (the simulator has no network at all)
+                task.log.append(f"--  {url}: the simulator fetches nothing from the network; map this URL to a file")
+                raise TaskError(
+                    f"download failed: command 'wget --progress=dot:giga -O {tmp} {url}' failed: exit code 4"
+                )
+            data = source.read_bytes()
+            task.log.append(f"{len(data) / MIB:.1f}M downloaded")
+            checksums = {a: hashlib.new(a, data).hexdigest() for a in ("sha256", "sha512", "sha1", "md5")}
+            if algorithm:
+                task.log.append("calculating checksum...")
+                got = checksums.get(str(algorithm)) or hashlib.new(str(algorithm), data).hexdigest()
+                if got.lower() != str(expected).lower():
+                    raise TaskError(f"checksum mismatch: got '{got}' != expect '{expected}'")
+                task.log.append("OK, checksum verified")
+            fmt = filename.rsplit(".", 1)[-1]
+            virtual = image_virtual_size(data, fmt)
+            if virtual is None:
+                raise TaskError(f"failed to verify file: image '{tmp}' is not a valid {fmt} image")
+            files[volname] = {
+                "size": len(data),
+                "format": fmt,
+                "virtual": virtual,
+                "ctime": int(time.time()),
+                "checksums": checksums,
+            }
+            task.log.append(f"download of '{url}' to '{dest}' finished")
+            self.cluster.save()
+
+        return self.cluster.spawn_task(
+            (request.http_method, request.path), node, "download", filename, request.user, work, locks=[]
+        )
+
+    # ----------------------------------------------------------------------- qemu: create, template
+    def create_vm(self, request: Request) -> str:
+        """qemu-server src/PVE/API2/Qemu.pm create_vm: VM.Allocate, storage access, then
+        create_and_lock_config at once ("unable to create VM N - VM N already exists on node 'X'"),
+        then a qmcreate task that creates the disks (`import-from` copies the image's virtual size)
+        and writes the config; a failure removes what it created."""
+        p = request.params
+        node = request.node
+        self.cluster.node(node)
+        vmid = int(p["vmid"])
+        self.require(request, f"/vms/{vmid}", "VM.Allocate")
+        unsupported = sorted(set(p) & {"archive", "pool", "start", "live-restore", "unique", "force"})
+        if unsupported:
+            raise ApiError(501, f"create_vm option '{unsupported[0]}' is not implemented by the simulator")
+        config: dict[str, str] = {}
+        disks: dict[str, dict[str, str]] = {}
+        for key, value in p.items():
+            if key in ("node", "vmid"):
+                continue
+            if DISK_KEY.match(key):
+                disk = split_property_string(str(value), "file")
+                storage_name, _, size = disk["file"].partition(":")
+                storage = self._enabled_storage(storage_name, node)
+                self.require(request, f"/storage/{storage_name}", "Datastore.AllocateSpace")
+                if size != "cloudinit" and "images" not in storage.content.split(","):
+                    raise ApiError(500, f"storage '{storage_name}' does not support vm images")
+                if "import-from" in disk:
+                    source_storage = disk["import-from"].split(":", 1)[0]
+                    self.require(request, f"/storage/{source_storage}", "Datastore.Audit")
+                elif size != "cloudinit" and not re.fullmatch(r"\d+(\.\d+)?", size):
+                    raise ApiError(
+                        501, f"{key}: an existing volume as a new VM's disk is not implemented by the simulator"
+                    )
+                disks[key] = disk
+            else:
+                config[key] = self._normalize(key, value)
+        self._config_privileges(request, [k for k in config if not NET_KEY.match(k)])
+        existing = self.cluster.vms.get(vmid)
+        if existing is not None:  # create_and_lock_config → PVE::Cluster::check_vmid_unused
+            raise ApiError(500, f"unable to create VM {vmid} - VM {vmid} already exists on node '{existing.node}'")
+        new_vm = VM(vmid=vmid, node=node, config={"lock": "create"})
+        self.cluster.vms[vmid] = new_vm
+        self.cluster.save()
+
+        def work(task: Task) -> None:
+            try:
+                created = self._create_disks(task, node, vmid, disks)
+            except TaskError as exc:
+                raise TaskError(f"unable to create VM {vmid} - {exc}") from None
+            final = {**config, **created}
+            final.setdefault("boot", "order=" + ";".join(k for k in sorted(created) if "cloudinit" not in created[k]))
+            final.setdefault("smbios1", f"uuid={self.cluster.random_uuid()}")
+            final.setdefault("vmgenid", self.cluster.random_uuid())
+            final["meta"] = f"creation-qemu=10.1.2,ctime={int(time.time())}"
+            new_vm.config = final
+
+        def failed() -> None:
+            if self.cluster.vms.get(vmid) is new_vm:
+                del self.cluster.vms[vmid]
+
+        return self.cluster.spawn_task(
+            (request.http_method, request.path), node, "qmcreate", vmid, request.user, work, on_failure=failed
+        )
+
+    def _create_disks(self, task: Task, node: str, vmid: int, disks: dict[str, dict[str, str]]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        index = 0
+        for key, disk in sorted(disks.items()):
+            storage_name, _, size = disk.pop("file").partition(":")
+            if size == "cloudinit":
+                out[key] = f"{storage_name}:vm-{vmid}-cloudinit,media=cdrom"
+                continue
+            volume = f"vm-{vmid}-disk-{index}"
+            index += 1
+            source = disk.pop("import-from", None)
+            if source is not None:
+                source_storage, _, volname = source.partition(":")
+                found = self.cluster.volumes.get(f"{node}/{source_storage}", {}).get(volname)
+                if found is None:
+                    raise TaskError(f"volume '{source}' does not exist")
+                task.log.append(f"importing disk '{source}' to VM {vmid} ...")
+                task.log.append(f'  Logical volume "{volume}" created.')
+                task.log.append(
+                    f"transferred {found['virtual'] / GIB:.1f} GiB of {found['virtual'] / GIB:.1f} GiB (100.00%)"
+                )
+                task.log.append(
+                    f"{key}: successfully created disk '{storage_name}:{volume},size={format_size(found['virtual'])}'"
+                )
+                bytes_ = found["virtual"]
+            else:
+                bytes_ = int(float(size) * GIB)
+                task.log.append(f'  Logical volume "{volume}" created.')
+            out[key] = join_disk({"file": f"{storage_name}:{volume}", **disk, "size": format_size(bytes_)})
+        return out
+
+    def template(self, request: Request) -> str:
+        """qemu-server src/PVE/API2/Qemu.pm template: $load_and_check (check_lock, "you can't convert a
+        template to a template", "...if VM is running") at once and again in the qmtemplate task,
+        which sets `template: 1` and renames the disks base-N-disk-K (template_create)."""
+        vm = self.cluster.vm(request.node, request.vmid)
+
+        def load_and_check() -> None:
+            try:
+                self._check_lock(vm)
+            except TaskError as exc:
+                raise ApiError(500, str(exc)) from None
+            if vm.template and not request.params.get("disk"):
+                raise ApiError(500, "you can't convert a template to a template")
+            if vm.status == "running":
+                raise ApiError(500, "you can't convert a VM to template if VM is running")
+
+        load_and_check()
+
+        def work(task: Task) -> None:
+            try:
+                load_and_check()
+            except ApiError as exc:
+                raise TaskError(exc.message) from None
+            vm.config["template"] = "1"
+            for key, disk in vm.disks().items():
+                if disk.get("media") == "cdrom" or ":" not in disk["file"]:
+                    continue
+                storage_name, volume = disk["file"].split(":", 1)
+                base = volume.replace(f"vm-{vm.vmid}-disk-", f"base-{vm.vmid}-disk-")
+                task.log.append(f'  Renamed "{volume}" to "{base}" in volume group "pve"')
+                vm.config[key] = join_disk({**disk, "file": f"{storage_name}:{base}"})
+            self.cluster.save()
+
+        return self.cluster.spawn_task(
+            (request.http_method, request.path), request.node, "qmtemplate", request.vmid, request.user, work
+        )
 
     # ----------------------------------------------------------------------- storage config
     def _storage(self, name: str) -> Storage:

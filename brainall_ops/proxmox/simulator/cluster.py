@@ -66,9 +66,11 @@ DEFAULT_PRIVILEGES = frozenset(
         "VM.Snapshot",
         "Datastore.Allocate",
         "Datastore.AllocateSpace",
+        "Datastore.AllocateTemplate",  # download-url of the template's image
         "Datastore.Audit",
         "Sys.Audit",
         "Sys.Modify",
+        "Sys.AccessNetwork",
         "SDN.Use",
         "Pool.Allocate",
     }
@@ -382,6 +384,7 @@ class Cluster:
         hook: VMHook | None = None,
         state_file: Path | None = None,
         seed: int = 1,
+        image_sources: dict[str, Path] | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.hook = hook
@@ -392,6 +395,11 @@ class Cluster:
         self.storages: dict[str, Storage] = {}
         self.backup_jobs: dict[str, dict[str, str]] = {}  # jobs.cfg `vzdump:` sections, by job id
         self.vms: dict[int, VM] = {}
+        # Files in file-based storages ("NODE/STORAGE" -> volname -> size, format, ctime), e.g.
+        # "import/debian-12-genericcloud-amd64.qcow2" in local after a download-url.
+        self.volumes: dict[str, dict[str, dict[str, Any]]] = {}
+        # What a download-url of a URL reads instead (the simulator never fetches from the network).
+        self.image_sources: dict[str, Path] = dict(image_sources or {})
         self.tasks: dict[str, Task] = {}
         self.tokens: dict[str, Token] = {}
         self.faults: list[Fault] = []
@@ -458,6 +466,8 @@ class Cluster:
             for disk in vm.disks(vm.merged()).values():
                 if disk["file"].split(":", 1)[0] == storage.name and "size" in disk:
                     used += parse_size(disk["size"])
+        for volume in self.volumes.get(f"{node}/{storage.name}", {}).values():
+            used += int(volume["size"])
         return used
 
     def storage_cfg_digest(self) -> str:
@@ -700,6 +710,7 @@ class Cluster:
                 "storages": [asdict(s) for s in self.storages.values()],
                 "vms": [asdict(v) for v in self.vms.values()],
                 "backup_jobs": copy.deepcopy(self.backup_jobs),
+                "volumes": copy.deepcopy(self.volumes),
                 "tasks": [
                     {k: v for k, v in asdict(t).items() if k not in ("started_mono", "ended_mono")}
                     for t in list(self.tasks.values())[-500:]
@@ -723,6 +734,7 @@ class Cluster:
             self.storages = {s["name"]: Storage(**s) for s in data["storages"]}
             self.vms = {v["vmid"]: VM(**v) for v in data["vms"]}
             self.backup_jobs = data.get("backup_jobs", {})
+            self.volumes = data.get("volumes", {})
             for raw in data.get("tasks", []):
                 task = Task(**raw)
                 if task.status == "running":  # the simulator stopped while it ran
