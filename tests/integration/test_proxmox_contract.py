@@ -26,13 +26,13 @@ from brainall_ops.data.vzdump import vzdump_spec
 from brainall_ops.planning.fleet import place_rolemap
 from brainall_ops.planning.plan import PlanContext
 from brainall_ops.proxmox.client import ENDPOINTS, ConnectionSettings, ProxmoxClient, ProxmoxError
-from brainall_ops.proxmox.operations import Converger
+from brainall_ops.proxmox.operations import Converger, TemplateBuilder
 from brainall_ops.proxmox.plan import plan_changes
 from brainall_ops.proxmox.secrets import Secret
-from brainall_ops.proxmox.simulator.harness import ENVIRONMENT, Fleet
+from brainall_ops.proxmox.simulator.harness import ENVIRONMENT, Fleet, write_cloud_image, write_rolemap_copy
 from brainall_ops.proxmox.simulator.schema import SCHEMA_FILE, SCHEMA_SHA256
 from brainall_ops.proxmox.simulator.server import Simulator
-from brainall_ops.proxmox.spec import read_ssh_keys, vm_specs
+from brainall_ops.proxmox.spec import read_ssh_keys, template_specs, vm_specs
 from brainall_ops.proxmox.vzdump import StorageConverger, converge_job_with
 
 # ../shared beside the checkout, as on the build machines and in CI
@@ -84,10 +84,20 @@ def test_every_endpoint_the_toolkit_declares_is_in_the_schema() -> None:
         assert methods[(method, template)].get("allowtoken", 1), f"{method} {template} refuses API tokens"
 
 
+IMAGE_URL = (
+    "https://cloud.debian.org/images/cloud/bookworm/20251117-2299/debian-12-genericcloud-amd64-20251117-2299.qcow2"
+)
+
+
 @pytest.fixture(scope="module")
-def exercised() -> list[dict[str, Any]]:
+def exercised(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     """The request log of the toolkit's code driving every path it has."""
-    with Fleet() as fleet:
+    tmp = tmp_path_factory.mktemp("exercised")
+    image, _, sha512 = write_cloud_image(tmp / "image.qcow2")
+    rolemap = write_rolemap_copy(
+        tmp / "rolemap.yaml", lambda data: data["proxmox"].update(template_image={"url": IMAGE_URL, "checksum": sha512})
+    )
+    with Fleet(rolemap=rolemap, image_sources={IMAGE_URL: image}) as fleet:
         client = ProxmoxClient(
             ConnectionSettings(
                 url=fleet.simulator.url, token_id=fleet.token_id, verify=str(fleet.simulator.ca_file), task_timeout_s=10
@@ -97,6 +107,11 @@ def exercised() -> list[dict[str, Any]]:
         env = fleet.env()
         vm_hosts = {p.vm: p.host for p in place_rolemap(fleet.rm).placements}
         specs = vm_specs(fleet.rm, ENVIRONMENT, vm_hosts, read_ssh_keys(fleet.rm, ENVIRONMENT, env))
+        # one node's template missing: the toolkit builds it (download-url, create with import-from, template)
+        (template,) = [vm for vm in fleet.vms_named("debian-12-cloudinit") if vm.node == specs[0].node]
+        del fleet.cluster.vms[template.vmid]
+        (template_spec,) = template_specs(fleet.rm, [specs[0].node])
+        TemplateBuilder(client, template_spec).run()
         fleet.simulator.add_fault(kind="task_fail", task_type="qmstart", message="start failed: injected")
         with pytest.raises(ProxmoxError, match="start failed: injected"):
             Converger(client, specs[0], allow_reboot=False).run()  # reads the failed task's log
@@ -446,3 +461,98 @@ def test_nextid_and_version(px: ProxmoxAPI) -> None:
     PVE/API2.pm version: version, release, repoid (console only where datacenter.cfg has one)."""
     assert refused(lambda: px.cluster.nextid.get(vmid=9000)).errors == {"vmid": "VM 9000 already exists"}
     assert set(px.version.get()) == {"version", "release", "repoid"}
+
+
+@pytest.fixture
+def image_sim(sim: Simulator, tmp_path: Path) -> Iterator[tuple[Simulator, str, str]]:
+    image, _, sha512 = write_cloud_image(tmp_path / "image.qcow2", virtual_size=2 * 1024**3)
+    sim.cluster.image_sources[IMAGE_URL] = image
+    yield sim, IMAGE_URL, sha512
+    sim.cluster.image_sources.clear()
+    sim.cluster.volumes.clear()
+
+
+def test_download_url_checks_and_its_task(image_sim: tuple[Simulator, str, str], px: ProxmoxAPI) -> None:
+    """pve-storage src/PVE/API2/Storage/Status.pm download_url: a file storage ("can't upload to storage
+    type 'lvmthin', not a file based storage!"), the content type, the import file name, at once; then
+    pve-common PVE::Tools::download_file_from_url in the `download` task: "checksum mismatch: got 'X' !=
+    expect 'Y'", an existing file kept when its checksum matches, refused (", aborting") when not, and
+    "refusing to override existing file" without a checksum. The simulator never fetches: an unmapped
+    URL fails as wget without a network does."""
+    sim, url, sha512 = image_sim
+    storage = px.nodes("prox-101").storage
+    name = url.rsplit("/", 1)[-1]
+    common = {"url": url, "content": "import", "filename": name}
+    lvm = refused(lambda: storage("local-lvm")("download-url").post(**common))
+    assert lvm.content == "can't upload to storage type 'lvmthin', not a file based storage!"
+    wrong_name = refused(lambda: storage("local")("download-url").post(**{**common, "filename": "x.iso"}))
+    assert wrong_name.errors == {"filename": "invalid filename or wrong extension"}
+    sim.cluster.storages["local"].content = "backup,iso,vztmpl"
+    try:
+        no_import = refused(lambda: storage("local")("download-url").post(**common))
+        assert no_import.content == "storage 'local' is not configured for content-type 'import'"
+    finally:
+        sim.cluster.storages["local"].content = "backup,import,iso,snippets,vztmpl"
+    bad = done(
+        px, storage("local")("download-url").post(**common, checksum="0" * 128, **{"checksum-algorithm": "sha512"})
+    )
+    assert bad["exitstatus"] == f"checksum mismatch: got '{sha512}' != expect '{'0' * 128}'"
+    assert bad["type"] == "download" and bad["id"] == name
+    ok = done(px, storage("local")("download-url").post(**common, checksum=sha512, **{"checksum-algorithm": "sha512"}))
+    assert ok["exitstatus"] == "OK"
+    again = storage("local")("download-url").post(**common, checksum=sha512.upper(), **{"checksum-algorithm": "sha512"})
+    assert done(px, again)["exitstatus"] == "OK"
+    assert "OK, got correct file already, no need to download" in Tasks.decode_log(
+        px.nodes("prox-101").tasks(again).log.get()
+    )
+    other = "1" * 128
+    assert (
+        done(px, storage("local")("download-url").post(**common, checksum=other, **{"checksum-algorithm": "sha512"}))[
+            "exitstatus"
+        ]
+        == f"checksum mismatch: got '{sha512}' != expect '{other}', aborting"
+    )
+    assert done(px, storage("local")("download-url").post(**common))["exitstatus"] == (
+        f"refusing to override existing file '/var/lib/vz/import/{name}'"
+    )
+    unmapped = "https://example.invalid/other.qcow2"
+    failed = done(px, storage("local")("download-url").post(url=unmapped, content="import", filename="other.qcow2"))
+    assert failed["exitstatus"].startswith("download failed: command 'wget") and failed["exitstatus"].endswith(
+        "failed: exit code 4"
+    )
+
+
+def test_create_with_import_from_and_convert_to_template(image_sim: tuple[Simulator, str, str], px: ProxmoxAPI) -> None:
+    """qemu-server src/PVE/API2/Qemu.pm create_vm: create_and_lock_config refuses a taken VMID at once
+    ("unable to create VM N - VM N already exists on node 'X'"); the qmcreate task imports the image
+    (its virtual size) and writes the config; template: $load_and_check at once ("you can't convert a
+    template to a template"), the qmtemplate task renames the disks base-N-disk-K."""
+    sim, url, sha512 = image_sim
+    name = url.rsplit("/", 1)[-1]
+    node = px.nodes("prox-101")
+    done(
+        px,
+        node.storage("local")("download-url").post(
+            url=url, content="import", filename=name, checksum=sha512, **{"checksum-algorithm": "sha512"}
+        ),
+    )
+    params = {
+        "name": "tpl-contract",
+        "scsi0": f"local-lvm:0,import-from=local:import/{name}",
+        "ide2": "local-lvm:cloudinit",
+        "serial0": "socket",
+        "vga": "serial0",
+    }
+    taken = refused(lambda: node.qemu.post(vmid=9000, **params))
+    assert taken.content == "unable to create VM 9000 - VM 9000 already exists on node 'prox-101'"
+    vmid = int(px.cluster.nextid.get())
+    assert done(px, node.qemu.post(vmid=vmid, **params))["exitstatus"] == "OK"
+    config = node.qemu(vmid).config.get()
+    assert config["scsi0"] == f"local-lvm:vm-{vmid}-disk-0,size=2G"
+    assert config["ide2"] == f"local-lvm:vm-{vmid}-cloudinit,media=cdrom" and config["serial0"] == "socket"
+    missing = done(px, node.qemu.post(vmid=vmid + 1, name="x", scsi0="local-lvm:0,import-from=local:import/none.qcow2"))
+    assert missing["exitstatus"] == f"unable to create VM {vmid + 1} - volume 'local:import/none.qcow2' does not exist"
+    assert vmid + 1 not in sim.cluster.vms  # a failed create removes its config
+    assert done(px, node.qemu(vmid).template.post())["exitstatus"] == "OK"
+    assert node.qemu(vmid).config.get()["scsi0"].startswith(f"local-lvm:base-{vmid}-disk-0,")
+    assert refused(node.qemu(vmid).template.post).content == "you can't convert a template to a template"

@@ -14,7 +14,7 @@ import pytest
 
 from brainall_ops.proxmox.client import VMID_TAKEN
 from brainall_ops.proxmox.simulator.cluster import DEFAULT_PRIVILEGES
-from brainall_ops.proxmox.simulator.harness import Fleet, PyinfraRun, write_rolemap_copy
+from brainall_ops.proxmox.simulator.harness import Fleet, PyinfraRun, write_cloud_image, write_rolemap_copy
 
 DB = "vm-brainall-db"
 STALE = "checksum mismatch (file change by other user?)"
@@ -253,3 +253,50 @@ def test_missing_token_secret_is_one_line() -> None:
         assert "no Proxmox API token secret: set BRAINALL_PROXMOX_TOKEN_SECRET" in run.stderr
         assert "Traceback" not in run.output
         assert fleet.simulator.requests() == []
+
+
+IMAGE_URL = (
+    "https://cloud.debian.org/images/cloud/bookworm/20251117-2299/debian-12-genericcloud-amd64-20251117-2299.qcow2"
+)
+
+
+def test_missing_templates_are_built_and_a_wrong_checksum_is_the_task_failure(tmp_path: Path) -> None:
+    """No template on the cluster: phase 2 builds one per node from proxmox.template_image (pve-storage
+    Status.pm download_url, qemu-server create_vm with import-from, template). A wrong checksum fails
+    the download task with download_file_from_url's text, nothing else is made; with the right one the
+    next run builds the templates and the VMs, and the one after changes nothing."""
+    image, _, sha512 = write_cloud_image(tmp_path / "image.qcow2")
+    wrong = "ab" * 64
+
+    def with_image(checksum: str):
+        return lambda data: data["proxmox"].update(template_image={"url": IMAGE_URL, "checksum": checksum})
+
+    rolemap = write_rolemap_copy(tmp_path / "wrong.yaml", with_image(wrong))
+    with Fleet(rolemap=rolemap, with_templates=False, image_sources={IMAGE_URL: image}) as fleet:
+        dry = fleet.pyinfra(dry=True)
+        assert "+ create template debian-12-cloudinit on prox-101: download debian-12-genericcloud" in dry.stderr
+        run = fleet.pyinfra()
+        assert run.returncode == 1, run.output
+        assert f"checksum mismatch: got '{sha512}' != expect '{wrong}'" in run.stderr
+        assert "Traceback" not in run.output
+        assert fleet.vms_named("debian-12-cloudinit") == [] and all(fleet.vms_named(n) == [] for n in NAMES)
+
+        fleet.write_inventory(write_rolemap_copy(tmp_path / "right.yaml", with_image(sha512)))
+        built = fleet.pyinfra()
+        assert built.returncode == 0, built.output
+        templates = fleet.vms_named("debian-12-cloudinit")
+        assert sorted(t.node for t in templates) == ["prox-101", "prox-106"] and all(t.template for t in templates)
+        assert all(t.config["serial0"] == "socket" and "cloudinit" in t.config["ide2"] for t in templates)
+        assert all(len(fleet.vms_named(name)) == 1 for name in NAMES)
+        mark = fleet.simulator.mark()
+        again = fleet.pyinfra()
+        assert again.returncode == 0 and again.changed == 0, again.output
+        assert [c for c in fleet.requests_since(mark) if c["method"] != "GET"] == []
+
+
+def test_a_missing_template_without_an_image_is_one_clear_line() -> None:
+    with Fleet(with_templates=False) as fleet:
+        run = fleet.pyinfra()
+        assert run.returncode == 1
+        assert "template debian-12-cloudinit on prox-101: none on this node; set proxmox.template_image" in run.stderr
+        assert "Traceback" not in run.output
