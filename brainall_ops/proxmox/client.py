@@ -11,7 +11,12 @@
   (easy to mistake for success) and sleeps a full poll interval after the task ended; here the
   poll starts at 50 ms and backs off to 1 s.
 - Locks: a call or task that fails with PVE's "can't lock file ... got timeout" is retried with
-  backoff (`proxmox.lock_retries`); any other failure is reported as is.
+  backoff (`proxmox.lock_retries`); any other failure is reported as is. The refusals a caller
+  can act on are named: a stale config digest (`is_stale_digest`: "checksum mismatch (file change
+  by other user?)"), a VM's config lock (`vm_lock`: "VM is locked (backup)") and a lost VMID race
+  on clone (`taken_vmid`, in PVE's two forms, see `VMID_TAKEN`).
+- Booleans are sent as 0/1: PVE's JSONSchema refuses anything else for a boolean parameter
+  ("type check ('boolean') failed - got 'True'").
 - Errors are one-line `ProxmoxError`s (BrainallError); the token secret and any API-token header
   are scrubbed from them, and they never chain the original exception.
 """
@@ -34,7 +39,20 @@ from brainall_ops.shared.secrets import PROXMOX_TOKEN, Secret, scrub
 URL_ENV = "BRAINALL_PROXMOX_URL"
 CA_ENV = "BRAINALL_PROXMOX_CA"
 LOCK_TIMEOUT = re.compile(r"can't lock file '[^']*' - got timeout")
-VMID_TAKEN = re.compile(r"VM \d+ already exists")
+# A clone whose new VMID another clone took first (qemu-server PVE/API2/Qemu.pm clone_vm): on the
+# same node its early check, or that check in the task, says "config file already exists"; from
+# another node the task fails when pmxcfs refuses to rename the new config into place.
+VMID_TAKEN = re.compile(
+    r"unable to create VM (?P<vmid>\d+): config file already exists"
+    r"|unable to create VM (?P<created>\d+) - VM \d+ already exists on node"  # create_vm's create_and_lock_config
+    r"|close \(rename\) atomic file '[^']*/qemu-server/(?P<renamed>\d+)\.conf' failed: File exists"
+)
+# update_vm_api / resize_vm refuse a config whose digest is not the one read (PVE::AbstractConfig
+# says "checksum mismatch", SectionConfig files "detected modified configuration").
+STALE_DIGEST = re.compile(
+    r"checksum mismatch \(file change by other user\?\)|detected modified configuration - file changed by other user"
+)
+VM_LOCKED = re.compile(r"VM is locked \((?P<lock>[\w-]+)\)")
 LOCK_BACKOFF_S = 0.25
 # Every API method the toolkit calls; the contract test checks each against PVE's official schema.
 ENDPOINTS: tuple[tuple[str, str], ...] = (
@@ -47,6 +65,9 @@ ENDPOINTS: tuple[tuple[str, str], ...] = (
     ("PUT", "/nodes/{node}/qemu/{vmid}/resize"),
     ("POST", "/nodes/{node}/qemu/{vmid}/status/start"),
     ("POST", "/nodes/{node}/qemu/{vmid}/status/reboot"),
+    ("POST", "/nodes/{node}/storage/{storage}/download-url"),
+    ("POST", "/nodes/{node}/qemu"),
+    ("POST", "/nodes/{node}/qemu/{vmid}/template"),
     ("GET", "/nodes/{node}/tasks/{upid}/status"),
     ("GET", "/nodes/{node}/tasks/{upid}/log"),
     ("GET", "/storage/{storage}"),
@@ -64,7 +85,29 @@ class ProxmoxError(BrainallError):
 
     @property
     def is_lock_timeout(self) -> bool:
-        return bool(LOCK_TIMEOUT.search(str(self)))
+        return bool(LOCK_TIMEOUT.search(self.pve_text))
+
+    @property
+    def pve_text(self) -> str:
+        """What PVE said (an API error's reason, a task's exit status)."""
+        return str(self)
+
+    @property
+    def is_stale_digest(self) -> bool:
+        return bool(STALE_DIGEST.search(self.pve_text))
+
+    @property
+    def vm_lock(self) -> str | None:
+        """The lock (backup, clone, migrate, ...) PVE named when it refused to touch a VM."""
+        found = VM_LOCKED.search(self.pve_text)
+        return found.group("lock") if found else None
+
+    def taken_vmid(self) -> int | None:
+        """The VMID a clone lost to another one, from either of PVE's answers."""
+        found = VMID_TAKEN.search(self.pve_text)
+        if found is None:
+            return None
+        return int(found.group("vmid") or found.group("created") or found.group("renamed"))
 
 
 class ApiError(ProxmoxError):
@@ -72,6 +115,10 @@ class ApiError(ProxmoxError):
         self.status = status
         self.reason = reason
         super().__init__(message)
+
+    @property
+    def pve_text(self) -> str:
+        return self.reason
 
 
 class ProxmoxConnectionError(ProxmoxError):
@@ -88,8 +135,8 @@ class TaskFailed(ProxmoxError):
         super().__init__(f"{what} failed: {exitstatus} (task {upid}){tail}")
 
     @property
-    def is_lock_timeout(self) -> bool:
-        return bool(LOCK_TIMEOUT.search(self.exitstatus))
+    def pve_text(self) -> str:
+        return self.exitstatus
 
 
 class TaskTimeout(ProxmoxError):
@@ -212,6 +259,7 @@ class ProxmoxClient:
 
         resource = self._api(path.strip("/"))
         call = getattr(resource, method.lower())
+        params = {key: int(value) if isinstance(value, bool) else value for key, value in params.items()}
         attempts = GET_ATTEMPTS if method == "GET" else 1
         for attempt in range(1, attempts + 1):
             self.calls += 1
@@ -308,6 +356,9 @@ def _errors(errors: Any) -> dict[str, str]:
 
 __all__ = [
     "ENDPOINTS",
+    "STALE_DIGEST",
+    "VMID_TAKEN",
+    "VM_LOCKED",
     "ApiError",
     "ConnectionSettings",
     "ProxmoxClient",

@@ -18,6 +18,10 @@ Options, as pyinfra data (`--data KEY=VALUE`):
 - `brainall_proxmox_rotate_box_password=true`: send the Storage Box password to the vzdump
   storage again (PVE never returns it, so a changed password cannot be detected otherwise).
 
+Before its VMs, each Proxmox host gets the cloud-init template `proxmox.template` when it has none
+(`operations.template`: built from `proxmox.template_image` through the API; a node without one
+and without an image to build it from is refused with one line).
+
 Before the VMs, the host that is the role map's `proxmox.api_host` also gets the cluster-wide
 vzdump backup of `data.vzdump` (`brainall_ops.proxmox.vzdump`: the CIFS storage on the Storage
 Box, then the job), once per cluster; it needs the box password only to create the storage or
@@ -37,7 +41,7 @@ from pyinfra.context import host
 from brainall_ops.errors import BrainallError
 from brainall_ops.proxmox import operations, vzdump
 from brainall_ops.proxmox.client import ConnectionSettings, connection_settings
-from brainall_ops.proxmox.spec import VMSpec, read_ssh_keys, vm_specs
+from brainall_ops.proxmox.spec import TemplateSpec, VMSpec, read_ssh_keys, template_specs, vm_specs
 from brainall_ops.proxmox.vzdump_spec import VzdumpSpec, vzdump_spec
 from brainall_ops.shared.deploy_context import environment_for, rolemap_for
 from brainall_ops.shared.secrets import PROXMOX_TOKEN
@@ -50,6 +54,10 @@ class DeployContext:
     specs: tuple[VMSpec, ...]
     vzdump: VzdumpSpec | None = None
     api_node: str | None = None  # the node of proxmox.api_host: where cluster-wide objects are managed
+    templates: tuple[TemplateSpec, ...] = ()
+
+    def template_on(self, node: str) -> TemplateSpec | None:
+        return next((t for t in self.templates if t.node == node), None)
 
     def specs_on(self, node: str) -> list[VMSpec]:
         return [spec for spec in self.specs if spec.node == node]
@@ -83,8 +91,9 @@ def deploy_context(host_data: object) -> DeployContext:
                 PROXMOX_TOKEN.require()  # fail here, before any operation, when there is none
             api_host = rm.host(rm.proxmox.api_host) if rm.proxmox else None
             api_node = api_host.proxmox.node if api_host and api_host.proxmox else None
+            templates = template_specs(rm, [spec.node for spec in specs])
             _contexts[key] = DeployContext(
-                environment, connection, tuple(specs), vzdump_spec(rm, environment), api_node
+                environment, connection, tuple(specs), vzdump_spec(rm, environment), api_node, tuple(templates)
             )
         return _contexts[key]
 
@@ -113,6 +122,9 @@ def proxmox_vms() -> None:
             rotate_password=_flag(host.data.get(vzdump.ROTATE_OPTION)),
         )
         vzdump.vzdump_job(name=f"Proxmox vzdump job {spec.job_id}", spec=spec, connection=context.connection)
+    template = context.template_on(node)
+    if template is not None:
+        operations.template(name=f"Proxmox template {template.name}", spec=template, connection=context.connection)
     for index, spec in enumerate(context.specs_on(node)):
         operations.vm(
             name=context.slot_name(index),

@@ -83,8 +83,35 @@ def vzdump_changes(rm: RoleMap, context: PlanContext, out: Contribution) -> None
         out.changes.append(Change("phase2", "proxmox", plan.action, target, plan.summary, detail))
 
 
+def template_changes(rm: RoleMap, nodes: list[str], vms: object, out: Contribution) -> None:
+    """`--live`: the template on each node phase 2 puts VMs on (= there, + built, ~ converted, or refused)."""
+    from brainall_ops.proxmox.spec import plan_template, template_specs
+
+    for spec in template_specs(rm, nodes):
+        plan = plan_template(spec, vms)  # type: ignore[arg-type]
+        action = {"unchanged": "unchanged", "create": "create", "convert": "update", "refuse": "refuse"}[plan.action]
+        detail = {"node": spec.node, "url": spec.url, "storage": spec.storage, "live": True, "template": True}
+        target = f"template {spec.name} on {spec.node}"
+        out.changes.append(Change("phase2", "proxmox", action, target, plan.reason, detail))  # type: ignore[arg-type]
+        if plan.action == "refuse":
+            out.refusals.append(f"proxmox: {target}: {plan.reason}")
+
+
 def offline_changes(rm: RoleMap, context: PlanContext) -> Contribution:
     out = Contribution()
+    image = rm.proxmox.template_image if rm.proxmox else None
+    if rm.proxmox is not None and image is not None and rm.vms:
+        nodes = sorted({context.placement.by_vm()[vm.name].host for vm in rm.vms})
+        out.changes.append(
+            Change(
+                "phase2",
+                "proxmox",
+                "unchanged",
+                f"template {rm.proxmox.template}",
+                f"on {', '.join(nodes)}: built where missing from {image.url} ({image.checksum_algorithm} checked)",
+                {"hosts": nodes, "url": image.url, "template": True},
+            )
+        )
     already = existing_vm_hosts(rm)
     placements = context.placement.by_vm()
     for vm in rm.vms:
@@ -131,6 +158,7 @@ def live_changes(rm: RoleMap, context: PlanContext) -> Contribution:
     except ProxmoxError as exc:
         raise ProxmoxError(f"proxmox (live plan): {exc}") from None
 
+    template_changes(rm, [spec.node for spec in specs], cluster.vms, out)
     for plan in plans:
         spec, vm = plan.spec, plan.vm
         detail = {

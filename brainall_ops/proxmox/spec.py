@@ -529,3 +529,113 @@ def vm_specs(rm: RoleMap, environment: str, vm_hosts: Mapping[str, str], ssh_key
             )
         )
     return specs
+
+
+# --------------------------------------------------------------------------- the template
+TEMPLATE_CORES = 2
+TEMPLATE_MEMORY_MIB = 2048
+
+
+@dataclass(frozen=True)
+class TemplateSpec:
+    """`proxmox.template` on one node, and how to build it there (`proxmox.template_image`)."""
+
+    name: str
+    node: str
+    storage: str  # where the imported disk and the cloud-init drive go
+    bridge: str
+    url: str | None = None
+    checksum: str | None = None
+    checksum_algorithm: str = "sha512"
+    download_storage: str = "local"
+    vmid: int | None = None
+
+    @property
+    def filename(self) -> str:
+        """The image's file name in the storage's import/ directory (PVE allows .qcow2/.raw there)."""
+        assert self.url is not None
+        name = self.url.rsplit("/", 1)[-1]
+        return name[: -len(".img")] + ".qcow2" if name.endswith(".img") else name
+
+    @property
+    def import_volume(self) -> str:
+        return f"{self.download_storage}:import/{self.filename}"
+
+    def create_params(self, vmid: int) -> dict[str, str | int]:
+        """POST /nodes/{node}/qemu: the image imported as scsi0, a cloud-init drive, a serial console."""
+        return {
+            "vmid": vmid,
+            "name": self.name,
+            "ostype": "l26",
+            "cores": TEMPLATE_CORES,
+            "memory": TEMPLATE_MEMORY_MIB,
+            "cpu": "x86-64-v2-AES",
+            "scsihw": "virtio-scsi-pci",
+            "scsi0": f"{self.storage}:0,import-from={self.import_volume}",
+            "ide2": f"{self.storage}:cloudinit",
+            "boot": "order=scsi0",
+            "serial0": "socket",
+            "vga": "serial0",
+            "agent": "1",
+            "net0": f"virtio,bridge={self.bridge}",
+        }
+
+
+@dataclass(frozen=True)
+class TemplatePlan:
+    spec: TemplateSpec
+    action: Literal["unchanged", "create", "convert", "refuse"]
+    reason: str
+
+    def line(self) -> str:
+        symbol = {"unchanged": "=", "create": "+", "convert": "~", "refuse": "!"}[self.action]
+        return f"{symbol} {self.action} template {self.spec.name} on {self.spec.node}: {self.reason}"
+
+
+def template_specs(rm: RoleMap, nodes: Sequence[str]) -> list[TemplateSpec]:
+    """The template on each of `nodes` (those phase 2 places VMs on)."""
+    proxmox = rm.proxmox
+    if proxmox is None:
+        return []
+    image = proxmox.template_image
+    out = []
+    for node in dict.fromkeys(nodes):
+        extra: dict[str, Any] = {}
+        if image is not None:
+            extra = {
+                "url": image.url,
+                "checksum": image.checksum.lower(),
+                "checksum_algorithm": image.checksum_algorithm,
+                "download_storage": image.download_storage,
+                "vmid": image.vmid if image.vmid is not None and len(set(nodes)) == 1 else None,
+            }
+        out.append(TemplateSpec(proxmox.template, node, proxmox.storage, proxmox.bridge, **extra))
+    return out
+
+
+def plan_template(spec: TemplateSpec, vms: Sequence[ObservedVM]) -> TemplatePlan:
+    """Unchanged when the node has a template of that name (a clone to this node may also use one on
+    shared storage elsewhere, but a local one is what phase 2 keeps); convert a VM of that name
+    that a failed run left before it became a template; else create it, if the role map says from
+    what."""
+    named = [v for v in vms if v.name == spec.name and v.node == spec.node]
+    if any(v.template for v in named):
+        template = next(v for v in named if v.template)
+        return TemplatePlan(spec, "unchanged", f"VMID {template.vmid}")
+    if named:
+        vm = named[0]
+        if vm.lock:
+            return TemplatePlan(spec, "refuse", f"VMID {vm.vmid} of that name is locked ({vm.lock}); rerun later")
+        if vm.status == "running":
+            return TemplatePlan(spec, "refuse", f"VMID {vm.vmid} of that name is running; it is not a template")
+        return TemplatePlan(spec, "convert", f"VMID {vm.vmid} (created by an earlier run) becomes the template")
+    if spec.url is None:
+        return TemplatePlan(
+            spec, "refuse", "none on this node; set proxmox.template_image (url, checksum) to have phase 2 build it"
+        )
+    return TemplatePlan(
+        spec,
+        "create",
+        f"download {spec.filename} ({spec.checksum_algorithm} checked) to {spec.download_storage}, "
+        f"import it to {spec.storage}, cloud-init drive, serial console, convert",
+    )

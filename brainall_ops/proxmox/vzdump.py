@@ -137,9 +137,7 @@ def converge_job(state: State, host: Host, spec: VzdumpSpec, connection: Connect
 
 
 class StorageConverger:
-    def __init__(
-        self, client: ProxmoxClient, spec: VzdumpSpec, rotate_password: bool, password: Secret | None
-    ) -> None:
+    def __init__(self, client: ProxmoxClient, spec: VzdumpSpec, rotate_password: bool, password: Secret | None) -> None:
         self.client = client
         self.spec = spec
         self.rotate_password = rotate_password

@@ -12,7 +12,16 @@ import types
 from ipaddress import IPv4Address, IPv4Network
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=63)]
@@ -278,6 +287,29 @@ class ProxmoxEnvironment(Strict):
     ssh_key_files: list[str] | None = Field(default=None, description="replaces proxmox.ssh_key_files")
 
 
+class TemplateImage(Strict):
+    """The cloud image phase 2 builds `proxmox.template` from where a node has none: each node
+    downloads it itself (PVE's download-url, checksum verified) and imports it as the disk."""
+
+    url: str = Field(
+        pattern=r"^https?://[^\s]+\.(qcow2|raw|img)$",
+        description="the image, e.g. a dated Debian 12 genericcloud qcow2",
+    )
+    checksum: str = Field(
+        pattern=r"^[0-9a-fA-F]{64}([0-9a-fA-F]{64})?$", description="its published SHA256 or SHA512 (SHA512SUMS)"
+    )
+    checksum_algorithm: Literal["sha256", "sha512"] = "sha512"
+    download_storage: Name = Field(default="local", description="file storage with the 'import' content type")
+    vmid: int | None = Field(default=None, ge=100, le=999_999_999, description="default: /cluster/nextid")
+
+    @model_validator(mode="after")
+    def _checksum_fits_algorithm(self) -> TemplateImage:
+        want = {"sha256": 64, "sha512": 128}[self.checksum_algorithm]
+        if len(self.checksum) != want:
+            raise ValueError(f"checksum: a {self.checksum_algorithm} is {want} hex digits, not {len(self.checksum)}")
+        return self
+
+
 class Proxmox(Strict):
     api_host: Name
     api_port: Port = 8006
@@ -288,6 +320,9 @@ class Proxmox(Strict):
         default="https", description="https: the API with the token; openssh: pvesh on api_host over SSH"
     )
     template: Name = Field(description="cloud-init template VM to full-clone")
+    template_image: TemplateImage | None = Field(
+        default=None, description="build `template` from this image on a node that has none (else: refuse)"
+    )
     storage: Name = "local-lvm"
     bridge: Name = "vmbr1"
     gateway: HostAddress | None = None

@@ -136,10 +136,17 @@ def test_the_vmid_race_between_two_clones(sim: Simulator) -> None:
     vmid = int(px.cluster.nextid.get())
     assert int(px.cluster.nextid.get()) == vmid  # nothing reserved: both clients get the same id
     first = px.nodes("prox-106").qemu(9001).clone.post(newid=vmid, name="vm-a", full=1)
-    second = error_of(lambda: px.nodes("prox-101").qemu(9000).clone.post(newid=vmid, name="vm-b", full=1))
-    assert second.status_code == 500 and f"VM {vmid} already exists on node 'prox-106'" in second.content
+    time.sleep(0.1)  # its task has written the placeholder config
+    # the same node: clone_vm's early check sees the config file (HTTP 500, no task)
+    same = error_of(lambda: px.nodes("prox-106").qemu(9001).clone.post(newid=vmid, name="vm-c", full=1))
+    assert same.status_code == 500 and f"unable to create VM {vmid}: config file already exists" in same.content
+    # another node: its check sees nothing there; pmxcfs refuses the rename, and the task fails
+    second = wait(px, px.nodes("prox-101").qemu(9000).clone.post(newid=vmid, name="vm-b", full=1))
+    assert second["exitstatus"] == (
+        f"close (rename) atomic file '/etc/pve/nodes/prox-101/qemu-server/{vmid}.conf' failed: File exists"
+    )
     (placeholder,) = [r for r in px.cluster.resources.get(type="vm") if r["vmid"] == vmid]
-    assert placeholder["lock"] == "clone" and placeholder["name"] == "vm-a"
+    assert placeholder["lock"] == "clone" and placeholder["name"] == f"VM {vmid}"  # no name before its disks
     wait(px, first)
     (done,) = [r for r in px.cluster.resources.get(type="vm") if r["vmid"] == vmid]
     assert "lock" not in done
@@ -165,7 +172,7 @@ def test_running_vm_changes_go_pending_until_reboot(sim: Simulator, tmp_path: Pa
     assert events[0]["address"] == "10.77.1.90" and events[0]["ssh_keys"] == ["ssh-ed25519 AAAA t"]
 
 
-def test_pve_refusals_before_clone_resize_destroy(sim: Simulator) -> None:
+def test_pve_refusals_of_clone_resize_destroy(sim: Simulator) -> None:
     px = api(sim)
     cross = error_of(lambda: px.nodes("prox-101").qemu(9000).clone.post(newid=800, target="prox-106", full=1))
     assert "uses local storage" in cross.content
@@ -173,7 +180,7 @@ def test_pve_refusals_before_clone_resize_destroy(sim: Simulator) -> None:
     assert template_start["exitstatus"] == "you can't start a vm if it's a template"
     vmid = clone(px, "vm-refusals")
     vm = px.nodes("prox-106").qemu(vmid)
-    assert "shrinking disks is not supported" in error_of(lambda: vm.resize.put(disk="scsi0", size="1G")).content
+    assert wait(px, vm.resize.put(disk="scsi0", size="1G"))["exitstatus"] == "shrinking disks is not supported"
     wait(px, vm.status.start.post())
     assert "is running - destroy failed" in error_of(vm.delete).content
     wait(px, vm.status.stop.post())

@@ -69,7 +69,8 @@ def test_cifs_storage_create_read_update_delete(sim: Simulator) -> None:
     assert "password" not in config  # write-only, as in PVE (/etc/pve/priv/storage/ID.pw)
     assert config["server"] == "10.77.1.50" and config["subdir"] == "/vzdump" and config["content"] == "backup"
     assert config["path"] == "/mnt/pve/boxtest" and config["digest"]
-    assert {"storage": "boxtest"} in px.storage.get(type="cifs")
+    # Config.pm index sends each whole section ($api_storage_config), as GET /storage/ID does
+    assert px.storage.get(type="cifs") == [config]
     assert sim.cluster.storages["boxtest"].password_sha256 == hashlib.sha256(BOX_PASSWORD.encode()).hexdigest()
 
     px.storage("boxtest").put(subdir="/vzdump2", digest=config["digest"], password="rotated")

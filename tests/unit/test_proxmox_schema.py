@@ -43,12 +43,22 @@ def test_parameters_are_coerced_from_strings() -> None:
             "node": "pve",
             "vmid": "105",
             "cores": "4",
-            "onboot": "true",
+            "onboot": "1",
             "net0": "virtio,bridge=vmbr1",
             "ipconfig3": "ip=dhcp",
         },
     )
     assert got["cores"] == 4 and got["onboot"] == 1 and got["vmid"] == 105
+
+
+def test_a_boolean_parameter_is_0_or_1_as_in_pve_jsonschema_check_type() -> None:
+    """pve-common src/PVE/JSONSchema.pm check_type: '1' or '0' only ('true' only inside property strings)."""
+    for value in ("true", "on", "yes", "False"):
+        with pytest.raises(ParameterError) as info:
+            schema().check_parameters(config_post(), {"node": "pve", "vmid": "105", "onboot": value})  # type: ignore[arg-type]
+        assert info.value.errors == {"onboot": f"type check ('boolean') failed - got '{value}'"}
+    got = schema().check_parameters(config_post(), {"node": "pve", "vmid": "105", "agent": "enabled=true"})  # type: ignore[arg-type]
+    assert got["agent"] == "enabled=true"
 
 
 @pytest.mark.parametrize(

@@ -44,7 +44,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lock-wait-s", type=float, default=10.0, help="how long a writer waits for a VM lock")
     parser.add_argument("--lab-state", type=Path, help="make started VMs lab hosts of this lab state dir")
     parser.add_argument("--hook-log", type=Path, help="append VM start/stop events to this file (JSON lines)")
+    parser.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="URL=FILE",
+        help="download-url of URL reads FILE (repeatable; the simulator never fetches from the network)",
+    )
+    parser.add_argument("--no-templates", action="store_true", help="seed no cloud-init template (phase 2 builds them)")
     args = parser.parse_args(argv)
+    images: dict[str, Path] = {}
+    for item in args.image:
+        url, eq, file = item.partition("=")
+        if not eq or not url.startswith(("http://", "https://")) or not Path(file).is_file():
+            print(f"error: --image {item!r}: expected URL=FILE with an existing FILE", file=sys.stderr)
+            return 1
+        images[url] = Path(file)
 
     from brainall_ops.lab.pve_simulator import Cluster, Settings, Simulator, seed_from_rolemap
     from brainall_ops.lab.pve_simulator.hooks import LabHook, LabHookUnavailable, RecordingHook, VMHook
@@ -67,9 +82,9 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = Settings(latency_s=args.latency_ms / 1000, task_seconds=args.task_seconds, lock_wait_s=args.lock_wait_s)
     fresh = args.state is None or not args.state.exists()
-    cluster = Cluster(settings, hook=hook, state_file=args.state)
+    cluster = Cluster(settings, hook=hook, state_file=args.state, image_sources=images)
     if fresh:
-        seed_from_rolemap(cluster, rm)
+        seed_from_rolemap(cluster, rm, with_templates=not args.no_templates)
         cluster.save()
 
     tls_dir = args.tls_dir or (args.state.parent / (args.state.name + ".tls") if args.state else None)

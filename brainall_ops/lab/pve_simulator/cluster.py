@@ -10,7 +10,10 @@ Behaviour follows PVE's qemu-server where the toolkit can observe it:
   runs; another writer waits `lock_wait_s` (PVE: 10 s) and then fails "can't lock file ... got
   timeout"; a clone marks the new VM `lock: clone` until it ends and removes it if it fails;
 - `/cluster/nextid` gives the lowest free VMID, with the same race PVE has: two clients can get
-  the same number, and the second clone fails "VM N already exists on node 'X'".
+  the same number. The loser's clone fails as PVE's clone_vm does: on the same node at once
+  ("unable to create VM N: config file already exists", or that as the task's error when both
+  passed the early check), from another node as a failing task (pmxcfs refuses the config
+  file's rename: "close (rename) atomic file '...' failed: File exists").
 """
 
 from __future__ import annotations
@@ -63,9 +66,11 @@ DEFAULT_PRIVILEGES = frozenset(
         "VM.Snapshot",
         "Datastore.Allocate",
         "Datastore.AllocateSpace",
+        "Datastore.AllocateTemplate",  # download-url of the template's image
         "Datastore.Audit",
         "Sys.Audit",
         "Sys.Modify",
+        "Sys.AccessNetwork",
         "SDN.Use",
         "Pool.Allocate",
     }
@@ -312,7 +317,7 @@ class Task:
         return out
 
 
-FaultKind = Literal["http_error", "drop", "lock_timeout", "task_fail", "task_slow"]
+FaultKind = Literal["http_error", "drop", "lock_timeout", "task_fail", "task_slow", "vmid_race"]
 REQUEST_FAULTS = ("http_error", "drop")
 TASK_FAULTS = ("task_fail", "task_slow", "lock_timeout")
 
@@ -327,6 +332,9 @@ class Fault:
     lock_timeout: a sync call answers 500 "can't lock file ... got timeout"; an async one's task fails so.
     task_fail: the task fails with `message` (and what it would have done is not done).
     task_slow: the task takes `seconds` longer.
+    vmid_race: another client's clone takes this clone's new VMID first, on node `message` (this
+        clone's node when unset): on the same node it lands before the early check, on another
+        node just before this clone's task writes its config; PVE's answer follows from that.
     """
 
     kind: FaultKind
@@ -376,6 +384,7 @@ class Cluster:
         hook: VMHook | None = None,
         state_file: Path | None = None,
         seed: int = 1,
+        image_sources: dict[str, Path] | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.hook = hook
@@ -386,11 +395,17 @@ class Cluster:
         self.storages: dict[str, Storage] = {}
         self.backup_jobs: dict[str, dict[str, str]] = {}  # jobs.cfg `vzdump:` sections, by job id
         self.vms: dict[int, VM] = {}
+        # Files in file-based storages ("NODE/STORAGE" -> volname -> size, format, ctime), e.g.
+        # "import/debian-12-genericcloud-amd64.qcow2" in local after a download-url.
+        self.volumes: dict[str, dict[str, dict[str, Any]]] = {}
+        # What a download-url of a URL reads instead (the simulator never fetches from the network).
+        self.image_sources: dict[str, Path] = dict(image_sources or {})
         self.tasks: dict[str, Task] = {}
         self.tokens: dict[str, Token] = {}
         self.faults: list[Fault] = []
         self.requests: list[RequestRecord] = []
-        self.file_locks: dict[int, tuple[str, int]] = {}  # vmid -> (mode, holders)
+        # (node, vmid) -> (mode, holders): /var/lock/qemu-server/lock-VMID.conf is each node's own file
+        self.file_locks: dict[tuple[str, int], tuple[str, int]] = {}
         self.random = random.Random(seed)
         self.next_pid = 0x1000
         self.pstart = int(time.monotonic() * 100) % 0xFFFFFFF
@@ -451,7 +466,14 @@ class Cluster:
             for disk in vm.disks(vm.merged()).values():
                 if disk["file"].split(":", 1)[0] == storage.name and "size" in disk:
                     used += parse_size(disk["size"])
+        for volume in self.volumes.get(f"{node}/{storage.name}", {}).values():
+            used += int(volume["size"])
         return used
+
+    def storage_cfg_digest(self) -> str:
+        """The digest of /etc/pve/storage.cfg: any storage's change changes it."""
+        with self.lock:
+            return hashlib.sha1("".join(s.digest() for _, s in sorted(self.storages.items())).encode()).hexdigest()
 
     def node_memory_used(self, node: str) -> int:
         running = sum(vm.memory_bytes() for vm in self.vms.values() if vm.node == node and vm.status == "running")
@@ -502,40 +524,40 @@ class Cluster:
             return len(self.requests)
 
     # ----------------------------------------------------------------------- file locks
-    def acquire(self, vmid: int, timeout: float, shared: bool = False) -> bool:
+    def acquire(self, key: tuple[str, int], timeout: float, shared: bool = False) -> bool:
         deadline = time.monotonic() + timeout
         with self.lock_changed:
             while True:
-                held = self.file_locks.get(vmid)
+                held = self.file_locks.get(key)
                 if held is None:
-                    self.file_locks[vmid] = ("shared" if shared else "exclusive", 1)
+                    self.file_locks[key] = ("shared" if shared else "exclusive", 1)
                     return True
                 if shared and held[0] == "shared":
-                    self.file_locks[vmid] = ("shared", held[1] + 1)
+                    self.file_locks[key] = ("shared", held[1] + 1)
                     return True
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
                 self.lock_changed.wait(left)
 
-    def release(self, vmid: int) -> None:
+    def release(self, key: tuple[str, int]) -> None:
         with self.lock_changed:
-            mode, holders = self.file_locks.get(vmid, ("exclusive", 1))
+            mode, holders = self.file_locks.get(key, ("exclusive", 1))
             if holders > 1:
-                self.file_locks[vmid] = (mode, holders - 1)
+                self.file_locks[key] = (mode, holders - 1)
             else:
-                self.file_locks.pop(vmid, None)
+                self.file_locks.pop(key, None)
             self.lock_changed.notify_all()
 
     @contextlib.contextmanager
-    def file_lock(self, vmid: int) -> Iterator[None]:
+    def file_lock(self, node: str, vmid: int) -> Iterator[None]:
         """A sync call's file lock: waits like PVE, then fails with PVE's message."""
-        if not self.acquire(vmid, self.settings.lock_wait_s):
+        if not self.acquire((node, vmid), self.settings.lock_wait_s):
             raise ApiError(500, lock_error(vmid))
         try:
             yield
         finally:
-            self.release(vmid)
+            self.release((node, vmid))
 
     # ----------------------------------------------------------------------- tasks
     def new_upid(self, node: str, task_type: str, task_id: str, user: str) -> Task:
@@ -556,13 +578,16 @@ class Cluster:
         vmid: int,
         user: str,
         work: Callable[[Task], list[Callable[[], None]] | None],
-        locks: list[tuple[int, bool]] | None = None,
+        locks: list[tuple[int, bool, float | None]] | None = None,
         on_failure: Callable[[], None] | None = None,
+        begin: Callable[[Task], None] | None = None,
     ) -> str:
-        """Start a worker: lock, wait the task's duration, then `work` under the state lock.
+        """Start a worker: lock, `begin`, wait the task's duration, then `work` under the state lock.
 
-        `work` may raise TaskError; it may return callbacks run after it, outside the state
-        lock (the lab hook boots a host there); if one raises, the task fails.
+        `locks` are (vmid, shared, timeout: None for `lock_wait_s`). `begin` runs under the
+        state lock once the locks are held (a clone writes its placeholder config there). Both
+        may raise TaskError; `work` may return callbacks run after it, outside the state lock
+        (the lab hook boots a host there); if one raises, the task fails.
         """
         method, path = request
         fault = self.take_fault(TASK_FAULTS, method, path, task_type)
@@ -574,13 +599,17 @@ class Cluster:
         def run() -> None:
             held: list[int] = []
             try:
-                for lock_vmid, shared in locks if locks is not None else [(vmid, False)]:
-                    if not self.acquire(lock_vmid, self.settings.lock_wait_s, shared):
+                for lock_vmid, shared, wait in locks if locks is not None else [(vmid, False, None)]:
+                    timeout = self.settings.lock_wait_s if wait is None else min(wait, self.settings.lock_wait_s)
+                    if not self.acquire((node, lock_vmid), timeout, shared):
                         raise TaskError(lock_error(lock_vmid))
                     held.append(lock_vmid)
                 if fault is not None and fault.kind == "lock_timeout":
                     time.sleep(min(self.settings.lock_wait_s, 0.05))
                     raise TaskError(lock_error(vmid))
+                if begin is not None:
+                    with self.lock:
+                        begin(task)
                 time.sleep(duration)
                 if fault is not None and fault.kind == "task_fail":
                     for line in (fault.message or "injected failure").splitlines()[1:]:
@@ -603,7 +632,7 @@ class Cluster:
                 self.finish(task, f"simulator error: {type(exc).__name__}: {exc}")
             finally:
                 for lock_vmid in held:
-                    self.release(lock_vmid)
+                    self.release((node, lock_vmid))
 
         thread = threading.Thread(target=run, name=f"task-{task_type}-{vmid}", daemon=True)
         with self.lock:
@@ -613,6 +642,7 @@ class Cluster:
         return task.upid
 
     def finish(self, task: Task, exitstatus: str) -> None:
+        exitstatus = exitstatus.rstrip("\n").replace("\n", " ")  # fork_worker: s/\n/ /mg
         with self.lock:
             task.log.append("TASK OK" if exitstatus == "OK" else f"TASK ERROR: {exitstatus}")
             task.exitstatus = exitstatus
@@ -680,6 +710,7 @@ class Cluster:
                 "storages": [asdict(s) for s in self.storages.values()],
                 "vms": [asdict(v) for v in self.vms.values()],
                 "backup_jobs": copy.deepcopy(self.backup_jobs),
+                "volumes": copy.deepcopy(self.volumes),
                 "tasks": [
                     {k: v for k, v in asdict(t).items() if k not in ("started_mono", "ended_mono")}
                     for t in list(self.tasks.values())[-500:]
@@ -703,6 +734,7 @@ class Cluster:
             self.storages = {s["name"]: Storage(**s) for s in data["storages"]}
             self.vms = {v["vmid"]: VM(**v) for v in data["vms"]}
             self.backup_jobs = data.get("backup_jobs", {})
+            self.volumes = data.get("volumes", {})
             for raw in data.get("tasks", []):
                 task = Task(**raw)
                 if task.status == "running":  # the simulator stopped while it ran

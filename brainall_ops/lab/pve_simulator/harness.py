@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import struct
 import subprocess
 import sys
 import tempfile
@@ -83,6 +84,9 @@ class Fleet:
     settings: Settings = field(default_factory=lambda: Settings(task_seconds=0.02, lock_wait_s=0.5))
     workdir: Path | None = None
     token_id: str = "brainall-ops@pve!deploy"
+    # download-url of these URLs reads the file (the lab has no network); no templates: phase 2 builds them
+    image_sources: dict[str, Path] = field(default_factory=dict)
+    with_templates: bool = True
 
     def __post_init__(self) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="pve-fleet-") if self.workdir is None else None
@@ -96,7 +100,11 @@ class Fleet:
         # the Storage Box password phase 2 gives the vzdump storage (data.vzdump of the role map)
         self.box_password = f"Sbx-{secrets.token_urlsafe(18)}"
         self.hook = RecordingHook(self.dir / "vm-events.jsonl")
-        self.cluster = seed_from_rolemap(Cluster(self.settings, hook=self.hook), self.rm)
+        self.cluster = seed_from_rolemap(
+            Cluster(self.settings, hook=self.hook, image_sources=self.image_sources),
+            self.rm,
+            with_templates=self.with_templates,
+        )
         self.cluster.add_token(self.token_id, self.secret)
         self.lab_dir = self.dir / "lab"
         self.lab_dir.mkdir(exist_ok=True)
@@ -253,3 +261,14 @@ def write_rolemap_copy(
         edit(data)
     destination.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return destination
+
+
+def write_cloud_image(path: Path, virtual_size: int = 3 * 1024**3) -> tuple[Path, str, str]:
+    """A small file that is a qcow2 image to PVE's checks (its header: magic, version 3, the virtual
+    size), padded to 64 KiB; returns it with its real sha256 and sha512 (what a role map pins)."""
+    import hashlib
+
+    header = b"QFI\xfb" + struct.pack(">I", 3) + bytes(16) + struct.pack(">Q", virtual_size)
+    data = header + bytes(64 * 1024 - len(header))
+    path.write_bytes(data)
+    return path, hashlib.sha256(data).hexdigest(), hashlib.sha512(data).hexdigest()

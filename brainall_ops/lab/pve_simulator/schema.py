@@ -129,6 +129,10 @@ class ApiSchema:
                 out[name] = value
                 continue
             try:
+                if schema.get("type") == "boolean" and value not in ("0", "1"):
+                    # PVE::JSONSchema::check_type: a parameter's boolean is '0' or '1', nothing
+                    # else (property strings, parsed by parse_boolean, also take true/on/yes).
+                    raise ValueError(f"type check ('boolean') failed - got {_show(value)}")
                 out[name] = check_value(schema, value, from_string=True)
             except ValueError as exc:
                 errors[name] = str(exc)

@@ -100,9 +100,26 @@ def seed_from_rolemap(cluster: Cluster, rm: RoleMap, with_templates: bool = True
             )
         disk_used = host.measured.disk_used_gb or 0
         cluster.storages.setdefault(
-            storage_name, Storage(storage_name, "lvmthin", shared=False, total=int(host.hardware.disk_gb * GIB))
+            storage_name,
+            Storage(
+                storage_name,
+                "lvmthin",
+                shared=False,
+                total=int(host.hardware.disk_gb * GIB),
+                options={"thinpool": "data", "vgname": "pve"},  # the installer's local-lvm
+            ),
         )
         # one thin pool per node, sized like the node's disk, its base use what the survey measured
         cluster.storages[storage_name].base_used = max(cluster.storages[storage_name].base_used, int(disk_used * GIB))
-    cluster.add_storage(Storage("local", "dir", shared=False, total=100 * GIB, content="iso,vztmpl,backup,snippets"))
+    # the installer's `local` (a directory on the root file system), with `import` for disk images
+    cluster.add_storage(
+        Storage(
+            "local",
+            "dir",
+            shared=False,
+            total=100 * GIB,
+            content="backup,import,iso,snippets,vztmpl",
+            options={"path": "/var/lib/vz"},
+        )
+    )
     return cluster
