@@ -22,8 +22,7 @@ def mount_modes(rm: RoleMap, environment: str, names: list[str]) -> dict[str, st
     be read says so instead."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from brainall_ops.firewall.live import ssh_targets
-    from brainall_ops.firewall.sshpath import SshPath, run_ssh
+    from brainall_ops.firewall import SshPath, run_ssh, ssh_targets
     from brainall_ops.storage.logic import MOUNT_SUPPORT_COMMAND, parse_mount_support
 
     targets = ssh_targets(rm, environment, names)
