@@ -14,7 +14,7 @@ from pyinfra import host, state
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.files import Directory, File
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import files, server, systemd
 
 from brainall_ops.backends import operations
 from brainall_ops.backends.nginx import render_upstream
@@ -33,6 +33,7 @@ from brainall_ops.backends.spec import (
 )
 from brainall_ops.rolemap.loader import REPO_ROOT
 from brainall_ops.rolemap.models import Backends
+from brainall_ops.shared.apt import apt_packages
 from brainall_ops.shared.deploy_context import rolemap_for
 from brainall_ops.shared.templating import template_dir
 
@@ -111,7 +112,7 @@ def backend_cluster() -> None:
 
 
 def _backends_host(b: Backends, spec: ClusterSpec) -> None:
-    apt.packages(
+    apt_packages(
         name="uvicorn and the app's runtime (Debian packages)",
         packages=[*b.packages, "python3", "curl"],
         update=True,
@@ -200,7 +201,7 @@ def _backends_host(b: Backends, spec: ClusterSpec) -> None:
 def _proxy_host(b: Backends, spec: ClusterSpec) -> None:
     api = state.inventory.get_host(spec.host)
     address = (api.data.get("brainall_address") if api is not None else None) or spec.host
-    apt.packages(
+    apt_packages(
         name="nginx",
         packages=["nginx", "curl"],
         update=True,

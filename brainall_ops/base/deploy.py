@@ -14,13 +14,13 @@ from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import Command
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import files, server, systemd
 
 from brainall_ops.base.logic import AdminAccount, admin_accounts, hosts_entries
-from brainall_ops.base.operations import apt_update
 from brainall_ops.errors import BrainallError
 from brainall_ops.rolemap.models import RoleMap
 from brainall_ops.shared import converge
+from brainall_ops.shared.apt import apt_packages, apt_update
 from brainall_ops.shared.converge import Gate, Probe, source_digest
 from brainall_ops.shared.deploy_context import environment_for, rolemap_for
 from brainall_ops.shared.templating import template_dir
@@ -111,7 +111,7 @@ def _base_operations(rm: RoleMap, name: str, admins: list[AdminAccount], ssh_por
     )
 
     apt_update(name="apt lists (bounded)", cache_time=6 * 3600)
-    apt.packages(name="Base packages", packages=rm.base.packages, no_recommends=True)
+    apt_packages(name="Base packages", packages=rm.base.packages, no_recommends=True)
     server.timezone(name=f"Timezone {rm.base.timezone}", timezone=rm.base.timezone)
 
     timesync = files.template(

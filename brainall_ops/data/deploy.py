@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api import OperationError, deploy
-from pyinfra.operations import apt, files, systemd
+from pyinfra.operations import files, systemd
 from pyinfra.operations.util import any_changed
 
 from brainall_ops.data.logic import (
@@ -27,6 +27,7 @@ from brainall_ops.data.operations import postgres_database, postgres_role
 from brainall_ops.data.rendering import TEMPLATES, template_path
 from brainall_ops.errors import BrainallError
 from brainall_ops.rolemap.models import BastionCleanup
+from brainall_ops.shared.apt import apt_packages
 from brainall_ops.shared.deploy_context import environment_for, rolemap_for
 from brainall_ops.shared.secrets import DB_APP_PASSWORD, REDIS_PASSWORD, STORAGEBOX_PASSWORD, Secret
 from brainall_ops.storage import box_access, box_reachable, secret_file, timer_job
@@ -54,7 +55,7 @@ def _data_tier() -> None:
         spec = data_spec(rm, environment_for(host.data))
         _database_host(spec)
     elif name in member_names(rm, list(rm.data.postgres.clients)):
-        apt.packages(
+        apt_packages(
             name="PostgreSQL and Redis clients",
             packages=["postgresql-client", "redis-tools"],
             update=True,
@@ -69,7 +70,7 @@ def _database_host(spec: DataSpec) -> None:
     app_password = DB_APP_PASSWORD.require(what=f"the app role {spec.role} on {spec.host}")
     redis_password = REDIS_PASSWORD.require(what=f"Redis on {spec.host}")
 
-    apt.packages(
+    apt_packages(
         name="PostgreSQL, Redis and the backup tools",
         packages=spec.packages,
         update=True,

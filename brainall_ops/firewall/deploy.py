@@ -19,7 +19,7 @@ from pyinfra.api.host import Host
 from pyinfra.api.operation import OperationMeta
 from pyinfra.api.state import BaseStateCallback
 from pyinfra.facts.deb import DebPackages
-from pyinfra.operations import apt, files, systemd
+from pyinfra.operations import files, systemd
 
 from brainall_ops.errors import BrainallError
 from brainall_ops.firewall.facts import SshdPorts
@@ -36,6 +36,7 @@ from brainall_ops.firewall.render import (
 from brainall_ops.firewall.sshpath import SshPath, SshTarget
 from brainall_ops.rolemap.environment import endpoints
 from brainall_ops.rolemap.models import RoleMap
+from brainall_ops.shared.apt import apt_packages
 from brainall_ops.shared.deploy_context import environment_for, rolemap_for
 
 APT_TIMEOUT_S = 600  # apt through the lab proxy has been seen to hang: never wait forever
@@ -142,7 +143,7 @@ def firewall() -> None:
 
     packages = ["nftables", *(["fail2ban", "python3-systemd"] if fw.exposed else [])]
     installed = host.get_fact(DebPackages) or {}
-    apt.packages(
+    apt_packages(
         name="nftables" + (", fail2ban (SSH faces the internet)" if fw.exposed else ""),
         packages=packages,
         # refresh the lists only to install something: no apt-get update on a host that has it all

@@ -19,7 +19,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import OperationError
 from pyinfra.facts.files import Directory
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from brainall_ops.errors import BrainallError
@@ -42,6 +42,7 @@ from brainall_ops.inference.logic import (
     vram_budget,
 )
 from brainall_ops.rolemap.models import Inference
+from brainall_ops.shared.apt import apt_packages
 from brainall_ops.shared.deploy_context import rolemap_for
 from brainall_ops.shared.templating import template_dir
 
@@ -110,7 +111,7 @@ def inference_services() -> None:
     specs = build_services(inf, budget, address, synced=source_present)
 
     # 2. Packages, user, runtimes, weights.
-    apt.packages(
+    apt_packages(
         name="Packages for vLLM, the weights sync and the Redis cache",
         packages=list(APT_PACKAGES),
         update=True,

@@ -16,10 +16,11 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import OperationError, deploy
 from pyinfra.facts.files import FileContents
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import files, server, systemd
 
 from brainall_ops.errors import BrainallError
 from brainall_ops.rolemap.environment import PRODUCTION
+from brainall_ops.shared.apt import apt_packages
 from brainall_ops.shared.deploy_context import environment_for, rolemap_for
 from brainall_ops.shared.secrets import STORAGEBOX_PASSWORD
 from brainall_ops.storage.facts import SshdPorts
@@ -74,7 +75,7 @@ def _lab_storage_box() -> None:
     user = box.user
     chroot = chroot_of(user)
 
-    apt.packages(
+    apt_packages(
         name="SSH, rsync and Samba for the box",
         packages=["openssh-server", "openssh-sftp-server", "rsync", "samba"],
         update=True,

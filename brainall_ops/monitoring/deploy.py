@@ -42,6 +42,7 @@ from brainall_ops.monitoring.logic import (
     prometheus_config,
     prometheus_defaults,
 )
+from brainall_ops.shared.apt import apt_packages, apt_update
 from brainall_ops.shared.deploy_context import environment_for, rolemap_for
 from brainall_ops.shared.secrets import GRAFANA_ADMIN_PASSWORD, Secret
 from brainall_ops.storage import secret_file
@@ -66,7 +67,7 @@ def _monitoring() -> None:
     target = spec.target(name)
     if target is None:
         return
-    packages = apt.packages(
+    packages = apt_packages(
         name="prometheus-node-exporter",
         packages=["prometheus-node-exporter"],
         update=True,
@@ -108,7 +109,7 @@ def _staged(name: str, content: str, dest: str, check: str) -> object:
 
 
 def _prometheus(spec: MonitoringSpec) -> None:
-    apt.packages(name="Prometheus (Debian)", packages=["prometheus"], update=True, cache_time=6 * 3600,
+    apt_packages(name="Prometheus (Debian)", packages=["prometheus"], update=True, cache_time=6 * 3600,
                  no_recommends=True)
     rules = _staged("Alert rules (CPU, RAM, disk)", alert_rules(spec), ALERT_RULES, "check rules")
     # promtool check config also reads the rule files it names: the rules are in place first.
@@ -141,8 +142,8 @@ def _grafana(spec: MonitoringSpec) -> None:
     key = files.download(name="Grafana's apt signing key", src=spec.grafana_apt_key_url, dest=spec.grafana_keyring,
                          mode="0644")
     repo = apt.repo(name="Grafana's apt repository", src=spec.grafana_apt_repo, filename="grafana")
-    apt.update(name="apt lists with Grafana's repository", _if=any_changed(key, repo))
-    installed = apt.packages(name="Grafana (apt.grafana.com)", packages=["grafana"], no_recommends=True)
+    apt_update(name="apt lists with Grafana's repository (bounded)", _if=any_changed(key, repo))
+    installed = apt_packages(name="Grafana (apt.grafana.com)", packages=["grafana"], no_recommends=True)
     admin = secret_file(name=f"Grafana admin password {GRAFANA_ADMIN_ENV} (0600)", path=GRAFANA_ADMIN_ENV,
                         content=Secret(grafana_admin_env(password.reveal())))
     dropin = files.put(name=f"Grafana on {spec.prometheus_address}:{spec.grafana_port} only",

@@ -19,11 +19,12 @@ from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import OperationError, deploy
-from pyinfra.operations import apt, files, systemd
+from pyinfra.operations import files, systemd
 from pyinfra.operations.util import any_changed
 
 from brainall_ops.errors import BrainallError
 from brainall_ops.shared import converge
+from brainall_ops.shared.apt import apt_packages
 from brainall_ops.shared.converge import Gate, source_digest
 from brainall_ops.shared.converge import Probe as StateProbe
 from brainall_ops.shared.deploy_context import environment_for, rolemap_for
@@ -175,7 +176,7 @@ def _client_operations(plan: ClientPlan, password: Secret | None) -> None:
     box = plan.box
     name = plan.host
     box_reachable(name=f"Storage Box {box.where} reachable", box=box)
-    apt.packages(
+    apt_packages(
         name="Storage Box client packages",
         packages=plan.packages,
         update=True,
@@ -396,7 +397,7 @@ def _config_git_operations(job: ConfigGitJob, box: BoxEndpoint, remote_dirs: tup
         begin="# BEGIN brainall-ops: kept out of git (secrets, /etc/pve); do not edit",
         end="# END brainall-ops",
     )
-    apt.packages(
+    apt_packages(
         name="git and etckeeper",
         packages=list(CONFIG_GIT_PACKAGES),
         update=True,

@@ -1,4 +1,12 @@
-"""Operations the base system needs beyond pyinfra's own."""
+"""apt with every list refresh bounded: one `apt-get update` through a proxy can hang forever.
+
+Every deploy installs through `apt_packages` (pyinfra's `apt.packages`, its `update=True`
+replaced by `apt_update`): a stuck refresh is cut, retried and then fails the operation with its
+reason, instead of pyinfra's unbounded `apt-get update` hanging until the operation's own
+timeout. Seen when a concern ran alone on a fresh lab (the firewall, with no phase 1 before it
+to refresh the lists): six hosts refreshing at once through the lab's proxy, two hung for the
+firewall's whole 600 s and failed it there.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +14,10 @@ from datetime import UTC, datetime, timedelta
 
 from pyinfra import host
 from pyinfra.api import operation
+from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import File
 from pyinfra.facts.server import Date
+from pyinfra.operations import apt
 from pyinfra.operations.apt import APT_UPDATE_FILENAME
 
 # One `apt-get update` through a proxy has been seen to hang forever (lab notes: 3 of 4 attempts
@@ -40,3 +50,13 @@ def apt_update(
     )
     if cache_time:
         yield f"touch {APT_UPDATE_FILENAME}"
+
+
+def apt_packages(*, name: str, packages: list[str], update: bool = False, cache_time: int | None = None, **kwargs):
+    """pyinfra's `apt.packages`, whose list refresh (`update`, `cache_time`) is the bounded
+    `apt_update`, declared only when a package is missing (nothing to install, nothing to refresh)."""
+    if update:
+        installed = host.get_fact(DebPackages) or {}
+        if any(package.split("=", 1)[0] not in installed for package in packages):
+            apt_update(name=f"{name}: apt lists (bounded)", cache_time=cache_time)
+    return apt.packages(name=name, packages=packages, **kwargs)
