@@ -246,10 +246,17 @@ def prepare_update(path: Path, survey: Survey) -> RoleMapUpdate:
 
 def validate_text(text: str, source: str) -> RoleMap:
     """What `brainall-ops validate` checks (schema, references, placement of every VM), on text."""
+    from brainall_ops.errors import RoleMapError
     from brainall_ops.planning.fleet import place_rolemap
     from brainall_ops.planning.placement import PlacementError
 
-    rm = parse_rolemap(text, source)
+    try:
+        rm = parse_rolemap(text, source)
+    except RoleMapError as exc:
+        # e.g. a measured free RAM above the map's hardware total (lab hosts all see this machine's RAM)
+        raise RoleMapEditError(
+            f"{source}: with these measured: values the role map would fail validate ({exc}); nothing written"
+        ) from None
     try:
         place_rolemap(rm)
     except PlacementError as exc:

@@ -107,7 +107,10 @@ def test_brainall_ops_plan_live_on_the_command_line(fleet: Fleet, tmp_path: Path
     assert done.returncode == 2, done.stderr  # changes to make
     plan = json.loads(done.stdout)
     proxmox = [c for c in plan["changes"] if c["concern"] == "proxmox" and not c["detail"].get("budget")]
-    assert {c["target"]: c["symbol"] for c in proxmox} == dict.fromkeys(NAMES, "+")
+    templates = {c["target"]: c["symbol"] for c in proxmox if c["target"].startswith("template ")}
+    assert templates and set(templates.values()) == {"="}  # the seeded template, already there on each node
+    vms = {c["target"]: c["symbol"] for c in proxmox if not c["target"].startswith("template ")}
+    assert vms == dict.fromkeys(NAMES, "+")
     budgets = [c for c in plan["changes"] if c["detail"].get("budget")]
     assert {b["detail"]["node"] for b in budgets} == {"prox-101", "prox-102", "prox-106"}
     only_reads(fleet, mark)
